@@ -1,0 +1,5 @@
+import sys
+
+from fieldmq.cli import main
+
+sys.exit(main())

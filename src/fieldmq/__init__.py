@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from .backoff import Backoff
+from .client.client import Client
 from .client.config import TLS, Limits, Will
+from .client.handle import BatchHandle, PublishHandle
+from .client.identity import Deduplicator, unwrap
+from .client.message import Message
 from .errors import (
     ConfigError,
     ConnectionFailed,
@@ -23,18 +27,24 @@ __version__ = "0.1.0"
 __all__ = [
     "TLS",
     "Backoff",
+    "BatchHandle",
+    "Client",
     "ConfigError",
     "ConnectionFailed",
+    "Deduplicator",
     "FieldmqError",
     "ForkError",
     "Limits",
+    "Message",
     "PublishDropped",
     "PublishError",
     "PublishExpired",
+    "PublishHandle",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "StoreLocked",
     "Will",
     "__version__",
+    "unwrap",
 ]

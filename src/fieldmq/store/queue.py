@@ -1,0 +1,651 @@
+"""The durable message queue: ordering, limits, TTL and the writer thread.
+
+State machine of a message (pure bookkeeping under one lock; the backend does I/O)::
+
+    put ──► hot (memory + journal) ──spill──► cold (SQLite backlog)
+              │                                  │
+              └──────────── take ────────────────┘
+                              ▼
+                          in flight ──ack──► gone (ACK record, row deleted)
+                              │  └─reject──► dead letter
+                              └─disconnect──► retry (sent first after reconnect)
+
+    evict / expire: queued ──► gone (DROP record), counted by reason
+
+Order: the retry list first, then by priority (10 first), then by sequence number.
+Within a priority the backlog (cold) always precedes the young (hot) messages,
+because spilling moves the oldest hot messages.
+
+Time: ``created``/``expires`` are measured in *store time*, which advances with the
+monotonic clock while the store is open and, while it was closed, by the wall-clock
+gap only when that gap is plausible (0 <= gap <= ``max_offline_credit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..clock import Clock, SystemClock
+from ..errors import StoreError, StoreFull
+from . import records
+from .base import NO_EXPIRY, Entry
+from .eviction import victim_priority
+
+if TYPE_CHECKING:
+    from ..client.handle import PublishHandle
+    from .memory import MemoryBackend
+    from .sqlite import SQLiteBackend
+
+__all__ = ["DurableQueue"]
+
+log = logging.getLogger("fieldmq.store")
+
+Durability = Literal["batched", "sync", "process"]
+PRIORITIES = range(10, 0, -1)
+_LOAD_BATCH = 256
+_encode_pub = records.encode_pub
+_encode_gone = records.encode_gone
+
+
+class DurableQueue:
+    """Thread-safe durable priority queue on top of a backend. See module docstring."""
+
+    def __init__(
+        self,
+        backend: SQLiteBackend | MemoryBackend,
+        *,
+        clock: Clock | None = None,
+        max_messages: int = 1_000_000,
+        max_bytes: int = 512 * 1024 * 1024,
+        durability: Durability = "batched",
+        fsync_interval: float = 0.005,
+        spill_after: float = 0.5,
+        hot_max_bytes: int = 8 * 1024 * 1024,
+        rotate_bytes: int = 32 * 1024 * 1024,
+        max_offline_credit: float = 30 * 86400.0,
+        name: str = "store",
+    ) -> None:
+        if durability not in ("batched", "sync", "process"):
+            raise ValueError(
+                f"durability must be 'batched', 'sync' or 'process', got {durability!r}"
+            )
+        if not 0 < fsync_interval <= 10:
+            raise ValueError(f"fsync_interval must be in (0, 10] seconds, got {fsync_interval!r}")
+        self._backend = backend
+        self._clock = clock or SystemClock()
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.durability = durability
+        self._fsync_interval = fsync_interval
+        self._spill_after = spill_after
+        self._hot_max_bytes = hot_max_bytes
+        self._rotate_bytes = rotate_bytes
+        self._max_offline_credit = max_offline_credit
+        self._name = name
+
+        self._lock = threading.Lock()
+        self._durable_cond = threading.Condition(threading.Lock())
+        self._wake = threading.Event()
+        self._urgent = threading.Event()
+        self._hot: list[deque[Entry]] = [deque() for _ in range(11)]
+        self._hot_bytes = 0
+        self._cold_count = [0] * 11
+        self._cold_buf: list[deque[Entry]] = [deque() for _ in range(11)]
+        self._cursor = [0] * 11
+        self._inflight: dict[int, Entry] = {}
+        self._retry: deque[Entry] = deque()
+        self._weak: weakref.WeakValueDictionary[int, PublishHandle] = (
+            weakref.WeakValueDictionary()
+        )
+        self._pending_delete: list[int] = []
+        self._pending_dead: list[tuple[Entry, str]] = []
+        self._count = 0
+        self._bytes = 0
+        self._published = 0
+        self._acked = 0
+        self._dropped: Counter[str] = Counter()
+        self._next_seq = 1
+        self._last_seq = 0
+        self._durable_seq = 0
+        self._dirty = False
+        self._dirty_since = 0.0
+        self._sync_waiters = 0
+        self._store_base = 0.0
+        self._mono0 = 0.0
+        self._last_clock_save = 0.0
+        self._spilled = 0
+        self._last_error: str | None = None
+        self.uid = ""
+        self.recovered = 0
+        self.corrupt_moved_to: str | None = None
+        self._writer: threading.Thread | None = None
+        self._state = "new"
+        self.on_ready: Callable[[], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self) -> DurableQueue:
+        if self._state != "new":
+            raise RuntimeError(f"queue is {self._state}; create a new one instead of reopening")
+        mono = self._clock.monotonic()
+        wall = self._clock.wall()
+        rec = self._backend.open(0.0, wall)
+        last_wall = getattr(self._backend, "last_wall", 0.0) or 0.0
+        credit = 0.0
+        if last_wall and rec.store_time:
+            gap = wall - last_wall
+            if 0 <= gap <= self._max_offline_credit:
+                credit = gap
+            else:
+                log.warning(
+                    "store %s: wall clock moved %.0f s since it was last open; not counting "
+                    "that gap towards message TTLs (implausible clock step)", self._name, gap,
+                )
+        self._store_base = rec.store_time + credit
+        self._mono0 = mono
+        self.uid = rec.uid
+        self._next_seq = rec.next_seq
+        self._last_seq = self._durable_seq = rec.next_seq - 1
+        for prio, n in rec.cold_counts.items():
+            if 1 <= prio <= 10:
+                self._cold_count[prio] = n
+        self._count = sum(rec.cold_counts.values())
+        self._bytes = rec.cold_bytes
+        self.recovered = rec.recovered_from_journal
+        self.corrupt_moved_to = rec.corrupt_moved_to
+        if rec.corrupt_moved_to:
+            self._last_error = f"corrupt store moved aside to {rec.corrupt_moved_to}"
+        self._last_clock_save = mono
+        self._state = "open"
+        self._writer = threading.Thread(
+            target=self._writer_loop, name=f"fieldmq-store-{self._name}", daemon=True
+        )
+        self._writer.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the writer after a final sync; unacknowledged messages stay on disk."""
+        with self._lock:
+            if self._state != "open":
+                self._state = "closed"
+                return
+            self._state = "closing"
+        self._wake.set()
+        self._urgent.set()
+        if self._writer is not None:
+            self._writer.join()
+        try:
+            self._flush_pending()
+            now = self.now()
+            saver = getattr(self._backend, "save_clock", None)
+            if saver is not None:
+                saver(now, self._clock.wall())
+        except StoreError as exc:
+            log.error("store %s: final write failed: %s", self._name, exc)
+        finally:
+            self._backend.close()
+            self._state = "closed"
+
+    def abandon(self) -> None:
+        """In a forked child: drop every reference to the parent's files untouched."""
+        self._state = "closed"
+        abandon = getattr(self._backend, "abandon", None)
+        if abandon is not None:
+            abandon()
+
+    # -- time ------------------------------------------------------------------
+    def now(self) -> float:
+        """Current store time (seconds)."""
+        return self._store_base + (self._clock.monotonic() - self._mono0)
+
+    # -- producer side ---------------------------------------------------------
+    def put(
+        self,
+        topic: str,
+        topic_b: bytes,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        priority: int,
+        ttl: float | None,
+        props: bytes | None,
+        handle: PublishHandle | None,
+    ) -> Entry:
+        size = len(payload) + len(topic)
+        with self._lock:
+            if self._state != "open":
+                raise RuntimeError("the store is closed; create a new client to publish again")
+            if self._count >= self.max_messages or self._bytes + size > self.max_bytes:
+                self._make_room(priority, size)
+            now = self.now()
+            e = Entry(
+                self._next_seq, topic, payload, qos, retain, priority, now,
+                now + ttl if ttl is not None else NO_EXPIRY, props, handle,
+            )
+            self._backend.append(_encode_pub(e, topic_b))
+            self._next_seq += 1
+            self._hot[priority].append(e)
+            self._hot_bytes += size
+            self._count += 1
+            self._bytes += size
+            self._published += 1
+            self._last_seq = e.seq
+            if not self._dirty:
+                self._dirty = True
+                self._dirty_since = self._clock.monotonic()
+                self._wake.set()
+        if self.on_ready is not None:
+            self.on_ready()
+        if self.durability == "sync":
+            self.wait_durable(e.seq, None)
+        return e
+
+    def put_many(
+        self,
+        items: Sequence[tuple[str, bytes, bytes, int, bool, int, float | None, bytes | None]],
+        handle: PublishHandle | None,
+    ) -> list[Entry]:
+        """Accept many messages with one journal write. All or nothing on a full store."""
+        if not items:
+            return []
+        total = sum(len(i[2]) + len(i[0]) for i in items)
+        out: list[Entry] = []
+        with self._lock:
+            if self._state != "open":
+                raise RuntimeError("the store is closed; create a new client to publish again")
+            if self._count + len(items) > self.max_messages or self._bytes + total > self.max_bytes:
+                self._make_room(min(i[5] for i in items), total, count=len(items))
+            now = self.now()
+            seq = self._next_seq
+            chunks = []
+            hot = self._hot
+            for topic, topic_b, payload, qos, retain, prio, ttl, props in items:
+                e = Entry(seq, topic, payload, qos, retain, prio, now,
+                          now + ttl if ttl is not None else NO_EXPIRY, props, handle)
+                chunks.append(_encode_pub(e, topic_b))
+                out.append(e)
+                seq += 1
+            self._backend.append(b"".join(chunks))
+            for e in out:
+                hot[e.priority].append(e)
+            self._next_seq = seq
+            self._hot_bytes += total
+            self._count += len(out)
+            self._bytes += total
+            self._published += len(out)
+            self._last_seq = seq - 1
+            if not self._dirty:
+                self._dirty = True
+                self._dirty_since = self._clock.monotonic()
+                self._wake.set()
+        if self.on_ready is not None:
+            self.on_ready()
+        if self.durability == "sync":
+            self.wait_durable(self._last_seq, None)
+        return out
+
+    def _make_room(self, priority: int, size: int, count: int = 1) -> None:
+        if size > self.max_bytes or count > self.max_messages:
+            self._dropped["rejected"] += 1
+            raise StoreFull(
+                f"{count} message(s) of {size} bytes exceed the store limits (max_messages="
+                f"{self.max_messages}, max_bytes={self.max_bytes}); raise Limits or send less"
+            )
+        while self._count + count > self.max_messages or self._bytes + size > self.max_bytes:
+            queued = {p: len(self._hot[p]) + self._cold_count[p] for p in range(1, 11)}
+            vp = victim_priority(queued, priority)
+            if vp is None:
+                self._dropped["rejected"] += 1
+                raise StoreFull(
+                    f"store is full ({self._count} messages, {self._bytes} bytes) and holds "
+                    f"nothing of priority <= {priority} to evict; message rejected"
+                )
+            victim = self._pop_next(vp)
+            if victim is None:  # pragma: no cover - counts say otherwise
+                self._dropped["rejected"] += 1
+                raise StoreFull("store is full and no message could be evicted")
+            self._drop(victim, "evicted")
+
+    # -- consumer side (network thread) ------------------------------------------
+    def take(self, n: int) -> list[Entry]:
+        """Up to ``n`` messages to send, in delivery order; they become in flight."""
+        out: list[Entry] = []
+        with self._lock:
+            if self._count - len(self._inflight) <= 0:
+                return out
+            now = self.now()
+            retry = self._retry
+            while retry and len(out) < n:
+                e = retry.popleft()
+                if e.expired(now):
+                    self._drop(e, "expired")
+                    continue
+                out.append(e)
+            for p in PRIORITIES:
+                while len(out) < n:
+                    nxt = self._pop_next(p)
+                    if nxt is None:
+                        break
+                    if nxt.expired(now):
+                        self._drop(nxt, "expired")
+                        continue
+                    out.append(nxt)
+                if len(out) >= n:
+                    break
+            inflight = self._inflight
+            for e in out:
+                inflight[e.seq] = e
+        return out
+
+    def _pop_next(self, p: int) -> Entry | None:
+        """Remove the oldest queued message of priority ``p`` (caller holds the lock)."""
+        hot = self._hot[p]
+        if self._cold_count[p] > 0:
+            buf = self._cold_buf[p]
+            if not buf:
+                rows = self._backend.load(p, self._cursor[p], _LOAD_BATCH)
+                upper = hot[0].seq if hot else None
+                if upper is not None:
+                    rows = [r for r in rows if r.seq < upper]
+                if not rows:
+                    log.error(
+                        "store %s: %d backlog messages of priority %d could not be found; "
+                        "resetting the count", self._name, self._cold_count[p], p,
+                    )
+                    self._count -= self._cold_count[p]
+                    self._cold_count[p] = 0
+                    return self._pop_next(p)
+                buf.extend(rows)
+            e = buf.popleft()
+            self._cold_count[p] -= 1
+            e.handle = self._weak.pop(e.seq, None)
+        elif hot:
+            e = hot.popleft()
+            self._hot_bytes -= e.size
+        else:
+            return None
+        if e.seq > self._cursor[p]:
+            self._cursor[p] = e.seq
+        return e
+
+    def acked(self, entries: Sequence[Entry]) -> None:
+        """The broker acknowledged these: they are gone for good."""
+        from ..client.handle import ACKED
+
+        chunks = []
+        with self._lock:
+            inflight = self._inflight
+            for e in entries:
+                if inflight.pop(e.seq, None) is None:
+                    continue
+                e.done = True
+                chunks.append(_encode_gone(records.ACK, e.seq))
+                if e.in_db:
+                    self._pending_delete.append(e.seq)
+                self._count -= 1
+                self._bytes -= e.size
+                self._acked += 1
+                h = e.handle
+                if h is not None:
+                    h.settle(ACKED, None)
+            if chunks and self._state == "open":
+                try:
+                    self._backend.append(b"".join(chunks))
+                except StoreError as exc:  # an ack record lost only means a resend
+                    self._last_error = str(exc)
+                if not self._dirty:
+                    self._dirty = True
+                    self._dirty_since = self._clock.monotonic()
+                    self._wake.set()
+
+    def requeue(self, entries: Sequence[Entry]) -> None:
+        """The connection dropped before these were acknowledged: send them first next time."""
+        with self._lock:
+            back = [e for e in entries if self._inflight.pop(e.seq, None) is not None]
+            self._retry.extendleft(reversed(back))
+        if back and self.on_ready is not None:
+            self.on_ready()
+
+    def requeue_all(self) -> int:
+        """Move everything in flight back to the retry list (connection lost)."""
+        with self._lock:
+            back = sorted(self._inflight.values(), key=lambda e: e.seq)
+            self._inflight.clear()
+            self._retry.extendleft(reversed(back))
+            return len(back)
+
+    def reject(self, entry: Entry, reason: str) -> None:
+        """The broker refused this message for good: move it to the dead letters."""
+        from ..client.handle import DROPPED
+
+        with self._lock:
+            if self._inflight.pop(entry.seq, None) is None:
+                return
+            entry.done = True
+            self._backend.append(_encode_gone(records.DROP, entry.seq))
+            self._pending_dead.append((entry, reason))
+            self._count -= 1
+            self._bytes -= entry.size
+            self._dropped[reason] += 1
+            if entry.handle is not None:
+                entry.handle.settle(DROPPED, reason)
+            self._wake.set()
+
+    def _drop(self, e: Entry, reason: str) -> None:
+        from ..client.handle import DROPPED, EXPIRED
+
+        e.done = True
+        try:
+            self._backend.append(_encode_gone(records.DROP, e.seq))
+        except StoreError as exc:
+            self._last_error = str(exc)
+        if e.in_db:
+            self._pending_delete.append(e.seq)
+        self._count -= 1
+        self._bytes -= e.size
+        self._dropped[reason] += 1
+        h = e.handle if e.handle is not None else self._weak.pop(e.seq, None)
+        if h is not None:
+            h.settle(EXPIRED if reason == "expired" else DROPPED, reason)
+
+    # -- durability ------------------------------------------------------------
+    def wait_durable(self, seq: int, timeout: float | None) -> bool:
+        """Block until message ``seq`` survives a power cut; False on timeout."""
+        if self.durability == "process" or self._durable_seq >= seq:
+            return self._durable_seq >= seq or self.durability == "process"
+        with self._durable_cond:
+            self._sync_waiters += 1
+            self._urgent.set()
+            self._wake.set()
+            try:
+                return self._durable_cond.wait_for(
+                    lambda: self._durable_seq >= seq or self._state == "closed", timeout
+                ) and self._durable_seq >= seq
+            finally:
+                self._sync_waiters -= 1
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything accepted so far is on disk (fsync'd)."""
+        return self.wait_durable(self._last_seq, timeout)
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable_seq
+
+    # -- writer thread ---------------------------------------------------------
+    def _writer_loop(self) -> None:
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            closing = self._state != "open"
+            if self._dirty and not closing and self._sync_waiters == 0:
+                delay = self._dirty_since + self._fsync_interval - self._clock.monotonic()
+                if delay > 0:
+                    self._urgent.wait(delay)
+            self._urgent.clear()
+            try:
+                self._sync()
+                self._maintain(closing)
+                self._error_cleared()
+            except StoreError as exc:
+                self._last_error = str(exc)
+                log.error("store %s: %s", self._name, exc)
+                if closing:
+                    break
+                self._urgent.wait(1.0)
+            except Exception:  # pragma: no cover - never let the writer die silently
+                log.exception("store %s: writer failed", self._name)
+                self._urgent.wait(1.0)
+            if closing:
+                break
+
+    def _error_cleared(self) -> None:
+        if self._last_error and not self._last_error.startswith("corrupt"):
+            self._last_error = None
+
+    def _sync(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            target = self._last_seq
+            self._dirty = False
+        if self.durability != "process" or self._state != "open":
+            self._backend.sync()
+        with self._durable_cond:
+            if target > self._durable_seq:
+                self._durable_seq = target
+            self._durable_cond.notify_all()
+
+    def _maintain(self, closing: bool) -> None:
+        self._spill(closing)
+        if self._pending_delete or self._pending_dead:
+            self._flush_pending()
+        if self._backend.journal_size() > self._rotate_bytes and not closing:
+            self._rotate()
+        mono = self._clock.monotonic()
+        if mono - self._last_clock_save >= 5.0 and self._state == "open":
+            self._last_clock_save = mono
+            with self._lock:
+                self._backend.append(records.encode_clock(self.now(), self._clock.wall()))
+                self._dirty = True
+
+    def _spill(self, everything: bool) -> None:
+        limit = self.now() - self._spill_after
+        batch: list[Entry] = []
+        with self._lock:
+            over = self._hot_bytes > self._hot_max_bytes
+            for p in PRIORITIES:
+                for e in self._hot[p]:
+                    if not (everything or over or e.created <= limit):
+                        break
+                    batch.append(e)
+                    if len(batch) >= 20000:
+                        break
+        if not batch:
+            return
+        self._backend.spill(batch)
+        with self._lock:
+            for e in batch:
+                e.in_db = True
+                if e.done:
+                    self._pending_delete.append(e.seq)
+            for p in range(1, 11):
+                hot = self._hot[p]
+                while hot and hot[0].in_db:
+                    e = hot.popleft()
+                    self._hot_bytes -= e.size
+                    self._cold_count[p] += 1
+                    if e.handle is not None:
+                        self._weak[e.seq] = e.handle
+            self._spilled += len(batch)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            deletes, self._pending_delete = self._pending_delete, []
+            dead, self._pending_dead = self._pending_dead, []
+        try:
+            if dead:
+                self._backend.dead_letter(dead)
+            if deletes:
+                self._backend.delete(deletes)
+        except StoreError:
+            with self._lock:
+                self._pending_delete[:0] = deletes
+                self._pending_dead[:0] = dead
+            raise
+
+    def _rotate(self) -> None:
+        self._spill(True)
+        self._flush_pending()
+        with self._lock:
+            live = [e for p in PRIORITIES for e in self._hot[p] if not e.in_db]
+            live += [e for e in self._inflight.values() if not e.in_db]
+            live += [e for e in self._retry if not e.in_db]
+            chunks = [_encode_pub(e, e.topic.encode()) for e in live]
+            chunks += [_encode_gone(records.ACK, s) for s in self._pending_delete]
+            header = records.encode_header(
+                records.Header(self._next_seq, self.now(), self._clock.wall(), self.uid)
+            )
+            self._backend.rotate(header, b"".join(chunks))
+            self._durable_seq = max(self._durable_seq, self._last_seq)
+
+    # -- introspection -----------------------------------------------------------
+    def oldest_created(self) -> float | None:
+        with self._lock:
+            candidates = [e.created for e in self._inflight.values()]
+            candidates += [e.created for e in self._retry]
+            for p in range(1, 11):
+                if self._cold_count[p] > 0:
+                    if not self._cold_buf[p]:
+                        rows = self._backend.load(p, self._cursor[p], _LOAD_BATCH)
+                        hot = self._hot[p]
+                        if hot:
+                            rows = [r for r in rows if r.seq < hot[0].seq]
+                        self._cold_buf[p].extend(rows)
+                    if self._cold_buf[p]:
+                        candidates.append(self._cold_buf[p][0].created)
+                elif self._hot[p]:
+                    candidates.append(self._hot[p][0].created)
+            return min(candidates) if candidates else None
+
+    def stats(self) -> dict[str, Any]:
+        oldest = self.oldest_created()
+        with self._lock:
+            inflight = len(self._inflight) + len(self._retry)
+            return {
+                "queued": self._count - inflight,
+                "inflight": inflight,
+                "queued_bytes": self._bytes,
+                "published": self._published,
+                "acked": self._acked,
+                "dropped": dict(self._dropped),
+                "oldest_age": None if oldest is None else max(0.0, self.now() - oldest),
+                "durable_lag": self._last_seq - self._durable_seq,
+                "spilled": self._spilled,
+                "recovered": self.recovered,
+                "store_bytes": self._backend.size_on_disk(),
+                "store_error": self._last_error,
+            }
+
+    def pending_count(self) -> int:
+        """Messages not yet acknowledged (queued + in flight + retry)."""
+        return self._count
+
+    def sendable(self) -> int:
+        """Messages waiting to be sent (not in flight)."""
+        return self._count - len(self._inflight)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
+        with self._lock:
+            return self._backend.dead_letters(limit)
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def __repr__(self) -> str:
+        return f"DurableQueue({self._backend!r}, state={self._state}, count={self._count})"

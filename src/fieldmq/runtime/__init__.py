@@ -1,0 +1,1 @@
+"""The service runtime: run an MQTT process as a well-behaved service."""

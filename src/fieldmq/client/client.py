@@ -214,7 +214,7 @@ class Client:
             self._subscription_list,
             client_id,
         )
-        self._queue.on_ready = self._net.wake
+        self._queue.on_ready = self._net.on_ready
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name=f"fieldmq-callbacks-{client_id}", daemon=True
         )

@@ -85,6 +85,7 @@ class NetLoop:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sleeping = False
+        self._io = threading.Lock()
         self._paho: mqtt.Client | None = None
         self._by_mid: dict[int, Entry] = {}
         self._early: set[int] = set()
@@ -158,11 +159,13 @@ class NetLoop:
         while not self._stop.is_set():
             broker = self.s.brokers[index]
             try:
-                self._connect(broker)
+                with self._io:
+                    self._connect(broker)
             except ConnectionFailed as exc:
                 self.last_error = str(exc)
                 log.warning("%s: %s", self._name, exc)
-                self._close_paho()
+                with self._io:
+                    self._close_paho()
                 index = (index + 1) % n
                 failures_in_cycle += 1
                 if failures_in_cycle >= n:
@@ -174,7 +177,8 @@ class NetLoop:
             up_since = time.monotonic()
             self._serve()
             was_up = time.monotonic() - up_since
-            self._after_disconnect()
+            with self._io:
+                self._after_disconnect()
             if self._stop.is_set():
                 break
             self.reconnects += 1
@@ -184,7 +188,8 @@ class NetLoop:
             attempt += 1
             log.info("%s: reconnecting to %s in %.2f s", self._name, broker, delay)
             self._stop.wait(delay)
-        self._close_paho()
+        with self._io:
+            self._close_paho()
 
     def _make_paho(self) -> mqtt.Client:
         v5 = self.s.protocol == 5
@@ -279,27 +284,51 @@ class NetLoop:
         else:
             c.subscribe([(f, q) for f, q in subs])
 
+    def on_ready(self) -> None:
+        """A message was stored: send it from the caller's thread when the link is
+        free (like a plain paho publish), otherwise wake the network thread."""
+        if self._connected and not self._draining and self._io.acquire(blocking=False):
+            try:
+                c = self._paho
+                if c is None or not self._connected:
+                    return
+                room = self.s.window - len(self._by_mid)
+                if room > 0:
+                    self._fill(c, room)
+                self._flush_results()
+                pending_write = c.want_write()
+            finally:
+                self._io.release()
+            if pending_write:
+                self.wake()
+        else:
+            self.wake()
+
     def _serve(self) -> None:
         c = self._paho
         assert c is not None
         queue = self.queue
         wake_r = self._wake_r
         window = self.s.window
+        io = self._io
         while self._connected and not self._stop.is_set():
-            if self._pending_subs:
-                subs, self._pending_subs = self._pending_subs, []
-                self._send_subscriptions(subs)
-            if not self._draining and len(self._by_mid) < window and queue.sendable() > 0:
-                self._fill(c, window - len(self._by_mid))
-            self._flush_results()
-            psock = c.socket()
-            if psock is None or not self._connected:
-                break
-            sock = cast(socket.socket, psock)
-            self._sleeping = True
-            idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
-            timeout = 1.0 if idle and not self._pending_subs else 0.0
-            wlist = [sock] if c.want_write() else []
+            with io:
+                if self._pending_subs:
+                    subs, self._pending_subs = self._pending_subs, []
+                    self._send_subscriptions(subs)
+                if not self._draining and len(self._by_mid) < window and queue.sendable() > 0:
+                    self._fill(c, window - len(self._by_mid))
+                self._flush_results()
+                psock = c.socket()
+                if psock is None or not self._connected:
+                    break
+                sock = cast(socket.socket, psock)
+                # Announce the sleep before checking for work: a publisher that finds
+                # the lock taken after this point writes to the wake pipe.
+                self._sleeping = True
+                idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
+                timeout = 1.0 if idle and not self._pending_subs else 0.0
+                wlist = [sock] if c.want_write() else []
             try:
                 rlist: list[Any] = [sock, wake_r]
                 r, w, _ = select.select(rlist, wlist, [], timeout)
@@ -311,14 +340,16 @@ class NetLoop:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
-            if sock in r:
-                c.loop_read()
-            if w and self._connected:
-                c.loop_write()
-            if self._connected:
-                c.loop_misc()
+            with io:
+                if sock in r and self._connected:
+                    c.loop_read()
+                if self._connected and (w or c.want_write()):
+                    c.loop_write()
+                if self._connected:
+                    c.loop_misc()
             self.loop_tick = time.monotonic()
-        self._flush_results()
+        with io:
+            self._flush_results()
 
     def _fill(self, c: mqtt.Client, room: int) -> None:
         entries = self.queue.take(room)
@@ -328,21 +359,19 @@ class NetLoop:
         ids = self.s.message_ids
         uid = self.queue.uid
         for i, e in enumerate(entries):
-            props = None
+            props: Properties | None = None
             payload = e.payload
             if ids and (v5 or envelope):
                 mid_text = f"{uid}-{e.seq}"
                 if v5:
-                    props = _props(PacketTypes.PUBLISH)
                     user = [(ID_PROPERTY, mid_text)]
                     if e.props:
                         user += _decode_user_props(e.props)
-                    props.UserProperty = user
+                    props = _PackedProperties(user)
                 else:
                     payload = wrap(mid_text, payload)
             elif v5 and e.props:
-                props = _props(PacketTypes.PUBLISH)
-                props.UserProperty = _decode_user_props(e.props)
+                props = _PackedProperties(_decode_user_props(e.props))
             try:
                 info = c.publish(e.topic, payload, e.qos, e.retain, props)
             except (ValueError, TypeError) as exc:
@@ -458,3 +487,31 @@ def _decode_user_props(raw: bytes) -> list[tuple[str, str]]:
 
 def _props(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+class _PackedProperties(Properties):
+    """PUBLISH properties holding only user properties, packed once up front.
+
+    paho's generic ``Properties.pack()`` probes every MQTT 5 property by name on each
+    call; a user property pair costs a few struct packs when done directly."""
+
+    def __init__(self, user: list[tuple[str, str]]) -> None:
+        # Deliberately not calling Properties.__init__: only pack() is ever used.
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        buf = bytearray()
+        for k, v in user:
+            kb, vb = k.encode(), v.encode()
+            buf += b"\x26" + len(kb).to_bytes(2, "big") + kb + len(vb).to_bytes(2, "big") + vb
+        n = len(buf)
+        head = bytearray()
+        while True:
+            byte = n % 128
+            n //= 128
+            head.append(byte | 0x80 if n else byte)
+            if not n:
+                break
+        object.__setattr__(self, "_packed", bytes(head + buf))
+
+    def pack(self) -> bytes:
+        packed: bytes = object.__getattribute__(self, "_packed")
+        return packed

@@ -5,6 +5,7 @@ start again on the same port)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -101,6 +102,9 @@ class MosquittoBroker:
         lines = []
         if self._listener:
             lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # mosquitto started as root drops to the 'mosquitto' user, which cannot write to
+        # a private temp dir: stay the current user so persistence and logs work.
+        lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
         lines += [
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
@@ -172,6 +176,26 @@ class MosquittoBroker:
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL: the broker dies at once, as in a crash."""
         self._signal(signal.SIGKILL, timeout)
+
+    def save(self, timeout: float = 10.0) -> None:
+        """Ask mosquitto to write its persistence file now (SIGUSR1) and wait until it has.
+
+        Use it before ``kill()`` so that persistent sessions and their subscriptions
+        survive the crash, as they would with a periodic autosave."""
+        if not self.persistence:
+            raise RuntimeError("save() needs persistence=True")
+        db = self.workdir / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else 0
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime_ns != before:
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"mosquitto did not write {db} within {timeout} s")
 
     def restart(self) -> None:
         self.stop()

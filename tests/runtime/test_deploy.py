@@ -132,8 +132,8 @@ def test_supervisor_program_text() -> None:
         ProgramSpec(app="bnp", exec="x", directory="rel")
     with pytest.raises(ValueError, match="both kinds of quotes"):
         ProgramSpec(app="bnp", exec="x", environment={"X": "a'b\"c"})
-    assert "X='say \"hi\"'" in render_program(
-        ProgramSpec(app="bnp", exec="x", environment={"X": 'say "hi"'}))
+    assert "X='say \"hi\" now'" in render_program(
+        ProgramSpec(app="bnp", exec="x", environment={"X": 'say "hi" now'}))
 
 
 def test_supervisord_runs_and_stops_the_generated_program(tmp_path: Path) -> None:

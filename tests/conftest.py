@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from helpers import Collector
 
 _counter = itertools.count()

@@ -33,7 +33,9 @@ class Collector:
             return {m.message_id for m in self.messages}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.01) -> bool:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.01
+) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

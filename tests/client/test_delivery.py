@@ -8,7 +8,6 @@ import pytest
 
 from fieldmq import Client, Deduplicator, Message, PublishHandle, unwrap
 from fieldmq.testing import MosquittoBroker
-
 from helpers import Collector, wait_until
 
 

@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import Collector, wait_until
 
 from fieldmq import Client
 from fieldmq.testing import MosquittoBroker
+from helpers import Collector, wait_until
 
 PUBLISHER = textwrap.dedent(
     """

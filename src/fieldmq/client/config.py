@@ -73,6 +73,17 @@ def _check_file(path: str | None, what: str) -> None:
         raise PermissionError(f"TLS {what} file is not readable: {path!r}")
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSLSocket that closes itself when its handshake fails."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 @dataclass(frozen=True, slots=True)
 class TLS:
     """TLS settings. Verification of the broker's certificate and host name is on by
@@ -102,6 +113,8 @@ class TLS:
                 ctx.load_cert_chain(self.cert_file, self.key_file, password=self.key_password)
         except ssl.SSLError as exc:
             raise ValueError(f"TLS files could not be loaded: {exc}") from exc
+        # paho leaves the socket open when the TLS handshake fails; close it ourselves.
+        ctx.sslsocket_class = _ClosingSSLSocket
         if not self.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

@@ -136,7 +136,7 @@ class DurableQueue:
         rec = self._backend.open(0.0, wall)
         last_wall = getattr(self._backend, "last_wall", 0.0) or 0.0
         credit = 0.0
-        if last_wall and rec.store_time:
+        if last_wall:
             gap = wall - last_wall
             if 0 <= gap <= self._max_offline_credit:
                 credit = gap

@@ -202,11 +202,14 @@ class SQLiteBackend:
                         gone.add(value)
                 elif kind == records.CLOCK:
                     assert isinstance(value, tuple)
-                    last_store, last_wall = max(last_store, value[0]), value[1]
+                    if value[0] > last_store or (value[0] == last_store and value[1] > last_wall):
+                        last_store, last_wall = value
                 elif kind == records.HDR:
                     assert isinstance(value, records.Header)
                     next_seq = max(next_seq, value.next_seq)
-                    if value.store_time >= last_store:
+                    if value.store_time > last_store or (
+                        value.store_time == last_store and value.wall > last_wall
+                    ):
                         last_store, last_wall = value.store_time, value.wall
                     if "uid" not in meta and value.uid:
                         uid = value.uid
@@ -245,7 +248,9 @@ class SQLiteBackend:
             counts[int(prio)] = int(n)
             total += int(b or 0)
         self._jnum = (segments[-1][0] + 1) if segments else 1
-        header = records.encode_header(records.Header(next_seq, last_store, last_wall, uid))
+        # The new segment starts at the recovered store time, stamped with the wall
+        # time of this open, so a crash before any clock record still credits correctly.
+        header = records.encode_header(records.Header(next_seq, last_store, wall_now, uid))
         self._start_segment(header)
         for _, seg in segments:
             seg.unlink(missing_ok=True)

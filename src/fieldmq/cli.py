@@ -55,7 +55,7 @@ def _configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         try:
-            from fieldmq.runtime.logs import JsonFormatter  # type: ignore[import-not-found,unused-ignore]
+            from fieldmq.runtime.logs import JsonFormatter
 
             handler.setFormatter(JsonFormatter())
         except ImportError:  # pragma: no cover - runtime always ships with fieldmq

@@ -3,6 +3,7 @@ given the random source, so the schedule is tested without a broker."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ class Backoff:
     stable_after: float = 30.0
 
     def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "factor", "stable_after"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+                raise ValueError(f"Backoff.{name} must be a finite number, got {value!r}")
         if self.initial <= 0:
             raise ValueError(f"Backoff.initial must be > 0, got {self.initial!r}")
         if self.maximum < self.initial:
@@ -39,9 +44,12 @@ class Backoff:
         """The upper bound of the delay before retry number ``attempt`` (0-based)."""
         if attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {attempt}")
-        # Avoid float overflow for huge attempt counts.
-        if attempt > 64:
-            return self.maximum
+        # Compare in log space: factor**attempt can overflow a float long before the
+        # schedule reaches the cap for a slowly growing factor.
+        if self.factor == 1.0:
+            return float(min(self.maximum, self.initial))
+        if attempt * math.log(self.factor) >= math.log(self.maximum / self.initial):
+            return float(self.maximum)
         return float(min(self.maximum, self.initial * self.factor**attempt))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:

@@ -480,12 +480,6 @@ def test_crash_with_nothing_synced_loses_nothing(sqlite_queues: Queues) -> None:
     assert drain(q) == [b"%03d" % i for i in range(200)]
 
 
-@pytest.mark.skip(
-    reason=(
-        "BUG: sqlite.py:201 ACK of a spilled message whose PUB is in the same segment "
-        "does not delete its row"
-    )
-)
 def test_acked_spilled_message_never_returns_after_crash(sqlite_queues: Queues) -> None:
     """A message spilled to the backlog and then acked does not come back after SIGKILL."""
     run_and_kill(
@@ -505,12 +499,6 @@ def test_acked_spilled_message_never_returns_after_crash(sqlite_queues: Queues) 
     assert drain(q) == [b"s3", b"s4"]
 
 
-@pytest.mark.skip(
-    reason=(
-        "BUG: sqlite.py:201 DROP of a spilled message whose PUB is in the same segment "
-        "does not delete its row"
-    )
-)
 def test_evicted_spilled_message_never_returns_after_crash(sqlite_queues: Queues) -> None:
     """A spilled message evicted for room does not come back after SIGKILL (limit kept)."""
     run_and_kill(
@@ -622,12 +610,6 @@ def test_seq_never_reused_after_reopen_or_crash(sqlite_queues: Queues) -> None:
     assert put(q, b"d").seq >= h.seq + 6
 
 
-@pytest.mark.skip(
-    reason=(
-        "BUG: sizes count topic characters (base.py:67, queue.py:217) but recovery counts"
-        " UTF-8 bytes"
-    )
-)
 def test_non_ascii_topic_bytes_accounting_survives_reopen(sqlite_queues: Queues) -> None:
     """queued_bytes returns to 0 after reopen and ack of messages with non-ASCII topics."""
     q = sqlite_queues.open()
@@ -728,12 +710,6 @@ def test_crash_credit_uses_last_clock_record(sqlite_queues: Queues) -> None:
     assert age is not None and 0 <= age < 30
 
 
-@pytest.mark.skip(
-    reason=(
-        "BUG: sqlite.py:143 open() keeps the flock when _open_db/_recover raise; retry "
-        "gets StoreLocked"
-    )
-)
 def test_newer_schema_refused_and_lock_released(sqlite_queues: Queues) -> None:
     """A store from a newer schema is refused clearly, and the failed open releases the lock."""
     from fieldmq.errors import StoreError

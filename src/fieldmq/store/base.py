@@ -64,7 +64,8 @@ class Entry:
         self.created = created
         self.expires = expires
         self.props = props
-        self.size = len(payload) + len(topic)
+        # Bytes on the wire: UTF-8 length of the topic (cheap for ASCII topics).
+        self.size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         self.handle = handle
         self.in_db = in_db
         self.done = False

@@ -214,7 +214,7 @@ class DurableQueue:
         props: bytes | None,
         handle: PublishHandle | None,
     ) -> Entry:
-        size = len(payload) + len(topic)
+        size = len(payload) + len(topic_b)
         with self._lock:
             if self._state != "open":
                 raise RuntimeError("the store is closed; create a new client to publish again")
@@ -251,7 +251,7 @@ class DurableQueue:
         """Accept many messages with one journal write. All or nothing on a full store."""
         if not items:
             return []
-        total = sum(len(i[2]) + len(i[0]) for i in items)
+        total = sum(len(i[2]) + len(i[1]) for i in items)
         out: list[Entry] = []
         with self._lock:
             if self._state != "open":

@@ -142,6 +142,13 @@ class SQLiteBackend:
     # -- Backend -------------------------------------------------------------
     def open(self, store_time_now: float, wall_now: float) -> Recovered:
         self._take_lock()
+        try:
+            return self._open_locked(store_time_now, wall_now)
+        except BaseException:
+            self.close()  # release the lock and any connection: a retry sees the real error
+            raise
+
+    def _open_locked(self, store_time_now: float, wall_now: float) -> Recovered:
         corrupt_to: str | None = None
         try:
             db = self._open_db()
@@ -198,8 +205,8 @@ class SQLiteBackend:
                     next_seq = max(next_seq, value.seq + 1)
                 elif kind in (records.ACK, records.DROP):
                     assert isinstance(value, int)
-                    if live.pop(value, None) is None:
-                        gone.add(value)
+                    live.pop(value, None)
+                    gone.add(value)  # its row may already be in the backlog
                 elif kind == records.CLOCK:
                     assert isinstance(value, tuple)
                     if value[0] > last_store or (value[0] == last_store and value[1] > last_wall):

@@ -94,13 +94,14 @@ class Runner:
 
     def run(self, cmd: list[str], timeout: float) -> dict[str, Any]:
         """Run one item with a hard timeout; a hung item is killed, never waited on."""
+        load = os.getloadavg()[0]  # other work on the machine skews figures: record it
         p = self._popen(cmd)
         try:
             out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill(p)
-            return {"error": f"timed out after {timeout:.0f} s (killed)"}
-        return self._parse(out, p.returncode)
+            return {"error": f"timed out after {timeout:.0f} s (killed)", "load_1min": load}
+        return {**self._parse(out, p.returncode), "load_1min": load}
 
     def item(self, name: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         args = {"url": self.broker.url, **args}

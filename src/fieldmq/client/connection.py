@@ -178,6 +178,8 @@ class NetLoop:
             self._serve()
             was_up = time.monotonic() - up_since
             with self._io:
+                if self._stop.is_set() and self._connected:
+                    self._send_disconnect()
                 self._after_disconnect()
             if self._stop.is_set():
                 break
@@ -399,6 +401,20 @@ class NetLoop:
             rejected, self._rejected = self._rejected, []
             for e, reason in rejected:
                 self.queue.reject(e, reason)
+
+    def _send_disconnect(self) -> None:
+        """A clean DISCONNECT: the broker then discards the last will."""
+        c = self._paho
+        if c is None:
+            return
+        try:
+            c.disconnect()
+            sock = c.socket()
+            deadline = time.monotonic() + 1.0
+            while sock is not None and c.want_write() and time.monotonic() < deadline:
+                c.loop_write()
+        except Exception as exc:  # pragma: no cover - best effort on the way out
+            log.debug("%s: DISCONNECT failed: %s", self._name, exc)
 
     def _after_disconnect(self) -> None:
         self._connected = False

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from helpers import Collector, wait_until
-
 from fieldmq import Client, Will
 from fieldmq.testing import FaultProxy, MosquittoBroker
+from helpers import Collector, wait_until
 
 
 def test_will_published_on_dead_link_not_on_clean_close(

@@ -113,6 +113,7 @@ def test_policy_defaults_from_watchdog_sec() -> None:
     """max_loop_age defaults to WatchdogSec/2, or 30 s without a watchdog."""
     assert WatchdogPolicy.for_watchdog(20.0).max_loop_age == 10.0
     assert WatchdogPolicy.for_watchdog(None).max_loop_age == 30.0
+    assert WatchdogPolicy.for_watchdog(1.0).max_loop_age == 2.5  # idle loops tick ~1/s
     assert WatchdogPolicy.for_watchdog(20.0, max_loop_age=3.0).max_loop_age == 3.0
     assert feed_period(30.0) == 10.0
     with pytest.raises(ValueError):

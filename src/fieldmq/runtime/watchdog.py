@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WatchdogPolicy", "feed_period"]
+__all__ = ["MIN_LOOP_AGE", "WatchdogPolicy", "feed_period"]
+
+MIN_LOOP_AGE = 2.5
 
 
 def feed_period(watchdog_sec: float) -> float:
@@ -51,9 +53,11 @@ class WatchdogPolicy:
         beat_timeout: float | None = None,
     ) -> WatchdogPolicy:
         """The policy for ``WatchdogSec`` (``None`` when systemd has no watchdog):
-        ``max_loop_age`` defaults to half of it, or 30 s without one."""
+        ``max_loop_age`` defaults to half of it, or 30 s without one, and never less
+        than :data:`MIN_LOOP_AGE` (an idle network loop completes an iteration about
+        once a second, so a shorter limit would report a healthy idle loop as stalled)."""
         if max_loop_age is None:
-            max_loop_age = watchdog_sec / 2 if watchdog_sec else 30.0
+            max_loop_age = max(watchdog_sec / 2, MIN_LOOP_AGE) if watchdog_sec else 30.0
         return cls(max_loop_age=max_loop_age, beat_timeout=beat_timeout)
 
     def problem(self, *, loop_age: float | None, beat_age: float | None) -> str | None:

@@ -134,6 +134,8 @@ class Client:
         envelope: bool = False,
         message_ids: bool = True,
         fork: Literal["reopen", "error"] = "reopen",
+        ack: Literal["auto", "after_callback", "manual"] = "auto",
+        receive_maximum: int | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
@@ -153,6 +155,10 @@ class Client:
             raise ValueError(f"window must be between 1 and 65000, got {window!r}")
         if fork not in ("reopen", "error"):
             raise ValueError(f"fork must be 'reopen' or 'error', got {fork!r}")
+        if ack not in ("auto", "after_callback", "manual"):
+            raise ValueError(f"ack must be 'auto', 'after_callback' or 'manual', got {ack!r}")
+        if receive_maximum is not None and not 1 <= receive_maximum <= 65535:
+            raise ValueError(f"receive_maximum must be in 1..65535, got {receive_maximum!r}")
         if tls is not None and not isinstance(tls, TLS):
             raise TypeError(f"tls must be a fieldmq.TLS, got {type(tls).__name__}")
         if will is not None and not isinstance(will, Will):
@@ -180,6 +186,8 @@ class Client:
             connect_timeout=connect_timeout,
             envelope=envelope,
             message_ids=message_ids,
+            ack_mode=ack,
+            receive_maximum=receive_maximum,
         )
         self._subs: dict[str, tuple[int, list[Callback]]] = {}
         self._subs_lock = threading.Lock()
@@ -429,6 +437,8 @@ class Client:
                     cb(msg)
                 except Exception:
                     log.exception("subscription callback %r failed on %s", cb, msg.topic)
+            if self._settings.ack_mode == "after_callback":
+                msg.ack()
 
     # -- introspection -------------------------------------------------------------------
     @property

@@ -61,6 +61,8 @@ class ConnectionSettings:
     connect_timeout: float
     envelope: bool
     message_ids: bool
+    ack_mode: str = "auto"
+    receive_maximum: int | None = None
 
 
 class NetLoop:
@@ -94,6 +96,8 @@ class NetLoop:
         self._connected = False
         self._conn_error: str | None = None
         self._pending_subs: list[tuple[str, int]] = []
+        self._pending_acks: list[tuple[int, int, int]] = []
+        self._generation = 0
         self.broker: BrokerURL | None = None
         self.reconnects = 0
         self.connects = 0
@@ -132,7 +136,10 @@ class NetLoop:
         send DISCONNECT, and end the thread."""
         self._draining = True
         deadline = time.monotonic() + max(0.0, drain_timeout)
-        while self._by_mid and self._connected and time.monotonic() < deadline:
+        while (
+            (self._by_mid or self._pending_acks) and self._connected
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         self._stop.set()
         self._sleeping = True
@@ -179,6 +186,8 @@ class NetLoop:
             was_up = time.monotonic() - up_since
             with self._io:
                 if self._stop.is_set() and self._connected:
+                    if self._paho is not None and self._pending_acks:
+                        self._send_acks(self._paho)
                     self._send_disconnect()
                 self._after_disconnect()
             if self._stop.is_set():
@@ -204,6 +213,8 @@ class NetLoop:
         )
         c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
+        if self.s.ack_mode != "auto":
+            c.manual_ack_set(True)
         c.connect_timeout = self.s.connect_timeout
         if self._tls_context is not None:
             c.tls_set_context(self._tls_context)
@@ -237,6 +248,8 @@ class NetLoop:
             props = _props(PacketTypes.CONNECT)
             if self.s.persistent_session:
                 props.SessionExpiryInterval = self.s.session_expiry
+            if self.s.receive_maximum:
+                props.ReceiveMaximum = self.s.receive_maximum
             kwargs["clean_start"] = not self.s.persistent_session
             kwargs["properties"] = props
         try:
@@ -271,6 +284,8 @@ class NetLoop:
             raise ConnectionFailed("client is closing")
         self.broker = broker
         self.connects += 1
+        self._generation += 1
+        self._pending_acks.clear()  # acks for an old connection mean nothing now
         log.info("%s: connected to %s", self._name, broker)
         subs = self._subscriptions()
         if subs:
@@ -315,6 +330,8 @@ class NetLoop:
         io = self._io
         while self._connected and not self._stop.is_set():
             with io:
+                if self._pending_acks:
+                    self._send_acks(c)
                 if self._pending_subs:
                     subs, self._pending_subs = self._pending_subs, []
                     self._send_subscriptions(subs)
@@ -329,7 +346,8 @@ class NetLoop:
                 # the lock taken after this point writes to the wake pipe.
                 self._sleeping = True
                 idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
-                timeout = 1.0 if idle and not self._pending_subs else 0.0
+                busy = self._pending_subs or self._pending_acks
+                timeout = 1.0 if idle and not busy else 0.0
                 wlist = [sock] if c.want_write() else []
             try:
                 rlist: list[Any] = [sock, wake_r]
@@ -402,6 +420,22 @@ class NetLoop:
             for e, reason in rejected:
                 self.queue.reject(e, reason)
 
+    def ack(self, mid: int, qos: int, generation: int) -> None:
+        """Acknowledge a received message (manual ack modes). Thread-safe; the ack is
+        sent by the network thread. Acks for a connection that is gone are dropped: the
+        broker redelivers those messages on the new connection."""
+        if qos == 0 or generation != self._generation:
+            return
+        self._pending_acks.append((mid, qos, generation))
+        self._sleeping = True
+        self.wake()
+
+    def _send_acks(self, c: mqtt.Client) -> None:
+        acks, self._pending_acks = self._pending_acks, []
+        for mid, qos, generation in acks:
+            if generation == self._generation and self._connected:
+                c.ack(mid, qos)
+
     def _send_disconnect(self) -> None:
         """A clean DISCONNECT: the broker then discards the last will."""
         c = self._paho
@@ -455,7 +489,7 @@ class NetLoop:
             self._connected = True
 
     def _on_disconnect(self, c: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any) -> None:
-        if self._connected:
+        if self._connected and not self._stop.is_set():
             log.warning("%s: connection to %s lost (%s)", self._name, self.broker, rc)
             self.last_error = f"disconnected: {rc}"
         self._connected = False
@@ -490,8 +524,14 @@ class NetLoop:
             user = tuple(p for p in pairs if p[0] != ID_PROPERTY)
         if message_id is None and payload[:1] == b"\xf0":
             message_id, payload = unwrap(payload)
+        acker = None
+        if self.s.ack_mode != "auto" and msg.qos > 0:
+            mid, qos, gen = msg.mid, msg.qos, self._generation
+            def acker() -> None:
+                self.ack(mid, qos, gen)
         self._dispatch(
-            Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user)
+            Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user,
+                    acker, bool(msg.dup))
         )
 
 

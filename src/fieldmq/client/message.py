@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,18 @@ class Message:
     retain: bool = False
     message_id: str | None = None
     user_properties: tuple[tuple[str, str], ...] = field(default=())
+    _acker: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    duplicate: bool = False
+
+    def ack(self) -> None:
+        """Acknowledge this message to the broker (clients with ``ack="manual"``).
+
+        Until it is acknowledged, the broker keeps it and redelivers it after a
+        reconnect. Calling ``ack()`` twice, or for QoS 0, does nothing."""
+        acker = self._acker
+        if acker is not None:
+            object.__setattr__(self, "_acker", None)
+            acker()
 
     def text(self, encoding: str = "utf-8") -> str:
         return self.payload.decode(encoding)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from helpers import Collector, wait_until
-
 from fieldmq import Client, Message
 from fieldmq.testing import MosquittoBroker
+from helpers import Collector, wait_until
 
 
 def _publish(broker: MosquittoBroker, topic: str, n: int) -> None:

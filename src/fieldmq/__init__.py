@@ -21,6 +21,7 @@ from .errors import (
     StoreFull,
     StoreLocked,
 )
+from .ratelimit import RateLimit
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "PublishError",
     "PublishExpired",
     "PublishHandle",
+    "RateLimit",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",

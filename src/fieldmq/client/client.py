@@ -24,6 +24,7 @@ from typing import Any, Literal
 from ..backoff import Backoff
 from ..clock import Clock
 from ..errors import ForkError
+from ..ratelimit import RateLimit
 from ..store.memory import MemoryBackend
 from ..store.queue import Durability, DurableQueue
 from ..store.sqlite import SQLiteBackend
@@ -136,6 +137,7 @@ class Client:
         fork: Literal["reopen", "error"] = "reopen",
         ack: Literal["auto", "after_callback", "manual"] = "auto",
         receive_maximum: int | None = None,
+        rate_limit: RateLimit | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
@@ -159,6 +161,8 @@ class Client:
             raise ValueError(f"ack must be 'auto', 'after_callback' or 'manual', got {ack!r}")
         if receive_maximum is not None and not 1 <= receive_maximum <= 65535:
             raise ValueError(f"receive_maximum must be in 1..65535, got {receive_maximum!r}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError(f"rate_limit must be a fieldmq.RateLimit, got {rate_limit!r}")
         if tls is not None and not isinstance(tls, TLS):
             raise TypeError(f"tls must be a fieldmq.TLS, got {type(tls).__name__}")
         if will is not None and not isinstance(will, Will):
@@ -188,6 +192,7 @@ class Client:
             message_ids=message_ids,
             ack_mode=ack,
             receive_maximum=receive_maximum,
+            rate_limit=rate_limit,
         )
         self._subs: dict[str, tuple[int, list[Callback]]] = {}
         self._subs_lock = threading.Lock()

@@ -31,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..backoff import Backoff
 from ..errors import ConnectionFailed
+from ..ratelimit import RateLimit, TokenBucket
 from .config import TLS, BrokerURL, Will
 from .identity import ID_PROPERTY, unwrap, wrap
 from .message import Message
@@ -63,6 +64,7 @@ class ConnectionSettings:
     message_ids: bool
     ack_mode: str = "auto"
     receive_maximum: int | None = None
+    rate_limit: RateLimit | None = None
 
 
 class NetLoop:
@@ -98,6 +100,9 @@ class NetLoop:
         self._pending_subs: list[tuple[str, int]] = []
         self._pending_acks: list[tuple[int, int, int]] = []
         self._generation = 0
+        self._bucket = (
+            TokenBucket(settings.rate_limit, time.monotonic()) if settings.rate_limit else None
+        )
         self.broker: BrokerURL | None = None
         self.reconnects = 0
         self.connects = 0
@@ -348,6 +353,10 @@ class NetLoop:
                 idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
                 busy = self._pending_subs or self._pending_acks
                 timeout = 1.0 if idle and not busy else 0.0
+                if not idle and not busy:
+                    held = self._throttled()
+                    if held > 0:
+                        timeout = min(held, 1.0)
                 wlist = [sock] if c.want_write() else []
             try:
                 rlist: list[Any] = [sock, wake_r]
@@ -372,7 +381,27 @@ class NetLoop:
             self._flush_results()
 
     def _fill(self, c: mqtt.Client, room: int) -> None:
-        entries = self.queue.take(room)
+        bucket = self._bucket
+        if bucket is None:
+            self._send(c, self.queue.take(room))
+            return
+        # Bandwidth cap: one message at a time while the bucket allows, so the highest
+        # priority always goes next however large the backlog.
+        while room > 0 and bucket.ready(time.monotonic()):
+            entries = self.queue.take(1)
+            if not entries:
+                return
+            self._send(c, entries)
+            for e in entries:
+                bucket.spend(e.size + 16)  # topic + payload + MQTT framing, approximately
+            room -= 1
+
+    def _throttled(self) -> float:
+        """Seconds the bandwidth cap holds sending back (0 when not throttled)."""
+        bucket = self._bucket
+        return 0.0 if bucket is None else bucket.wait_time(time.monotonic())
+
+    def _send(self, c: mqtt.Client, entries: list[Entry]) -> None:
         by_mid = self._by_mid
         v5 = self.s.protocol == 5
         envelope = self.s.envelope

@@ -215,6 +215,11 @@ def test_bad_configuration_exits_78_with_key_and_source(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 78
     assert "tls.ca_file" in err and "env FIELDMQ_TLS_CA_FILE" in err
+    proc = _start(procs, mosquitto, tmp_path / "state", env={"FIELDMQ_HTTP_PORT": "eighty"})
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 78
+    assert "invalid configuration: http.port = 'eighty' (env FIELDMQ_HTTP_PORT)" in err
+    assert "Traceback" not in err
 
 
 def test_fieldmq_status_lists_running_and_stopped_services(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -117,10 +118,19 @@ class Service:
         cls, app: str | None = None, argv: list[str] | None = None, **kwargs: Any
     ) -> Service:
         """A service configured from ``argv`` (default ``sys.argv[1:]``), ``FIELDMQ_*``
-        variables and the TOML file they name; ``app`` is the default app name."""
+        variables and the TOML file they name; ``app`` is the default app name.
+
+        Meant for a program's entry point: an invalid value is printed with its key
+        and source, and the program exits with :data:`EXIT_CONFIG` (78).
+        """
         from .config import parse_argv
 
-        return cls(parse_argv(app, argv, env=kwargs.get("env")), **kwargs)
+        try:
+            config = parse_argv(app, argv, env=kwargs.get("env"))
+        except ConfigError as exc:
+            print(f"fieldmq: invalid configuration: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CONFIG) from exc
+        return cls(config, **kwargs)
 
     # -- properties ----------------------------------------------------------------------
     @property

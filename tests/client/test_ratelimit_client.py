@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from helpers import Collector, wait_until
-
 from fieldmq import Client, RateLimit
 from fieldmq.testing import MosquittoBroker
+from helpers import Collector, wait_until
 
 
 def test_cap_is_never_exceeded(mosquitto: MosquittoBroker, tmp_path: Path, topic: str) -> None:
@@ -36,7 +35,7 @@ def test_higher_priority_overtakes_a_throttled_backlog(
         with Client(client_id="cap2", brokers=[mosquitto.url], store=tmp_path / "c2.db",
                     rate_limit=RateLimit(5_000, burst=1_000)) as c:
             assert c.wait_connected(10)
-            for i in range(30):
+            for _ in range(30):
                 c.publish(f"{topic}/low", b"l" * 480, priority=2)
             assert wait_until(lambda: collector.wait_count(2, timeout=0.1), timeout=20)
             urgent = c.publish(f"{topic}/alarm", b"fire", priority=9)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 import fieldmq.runtime
-from fieldmq.cli import main
+from fieldmq.runtime.cli import register
+
+from .conftest import require_tool
+
+
+def main(argv: list[str]) -> int:
+    """Run a runtime subcommand the way `fieldmq` does, without the other packages'."""
+    parser = argparse.ArgumentParser(prog="fieldmq")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
 
 
 def test_systemd_unit_command_writes_a_verified_unit(tmp_path: Path) -> None:
@@ -21,11 +31,10 @@ def test_systemd_unit_command_writes_a_verified_unit(tmp_path: Path) -> None:
     assert code == 0
     text = (tmp_path / "meter.service").read_text()
     assert "WatchdogSec=20" in text and "User=pi" in text and "SupplementaryGroups=video" in text
-    tool = shutil.which("systemd-analyze")
-    if tool is not None:
-        res = subprocess.run([tool, "verify", str(tmp_path / "meter.service")],
-                             capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0 and res.stderr == "", res.stderr
+    tool = require_tool("systemd-analyze", "systemd")
+    res = subprocess.run([tool, "verify", str(tmp_path / "meter.service")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
 
 
 def test_systemd_unit_command_rejects_relative_exec(capsys: pytest.CaptureFixture[str]) -> None:

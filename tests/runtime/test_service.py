@@ -4,7 +4,6 @@ metrics, graceful stop."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from fieldmq.runtime.sysinfo import BoardProbe
 from fieldmq.testing import MosquittoBroker
 from helpers import Collector
 
-from .conftest import wait_for
+from .conftest import require_tool, wait_for
 
 
 def _config(tmp_path: Path, broker: MosquittoBroker, **kw: Any) -> ServiceConfig:
@@ -194,11 +193,6 @@ def test_health_reports_board_problems(tmp_path: Path, mosquitto: MosquittoBroke
     assert body["checks"]["throttled"] == "0x50005"
 
 
-PROMTOOL = shutil.which("promtool")
-
-
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package "
-                    "'prometheus'); CI installs it")
 def test_metrics_pass_promtool_and_count_acks(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     """/metrics is valid Prometheus exposition (promtool) with queue, drops and latency."""
     cfg = _config(tmp_path, mosquitto, http=HttpSettings(port=0))
@@ -216,8 +210,8 @@ def test_metrics_pass_promtool_and_count_acks(tmp_path: Path, mosquitto: Mosquit
                  "fieldmq_health_status 0.0", 'fieldmq_service_info{app="meter"',
                  "fieldmq_publish_ack_seconds_bucket"]:
         assert name in text, name
-    assert PROMTOOL is not None
-    res = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
+    promtool = require_tool("promtool", "prometheus")
+    res = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
                          timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == b"", (res.stdout, res.stderr)
 

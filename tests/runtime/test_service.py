@@ -91,10 +91,14 @@ def test_online_status_heartbeat_data_and_offline_on_stop(
         assert {"uptime", "queued", "reconnects", "health", "pid"} <= set(beat)
         svc.publish("temperature", 21.5).wait(10)
         svc.publish("door", "open").wait(10)
+        svc.publish("mode", "auto", kind="status", retain=True).wait(10)
+        with pytest.raises(ValueError, match="kind must be one of"):
+            svc.publish("x", 1, kind="telemetry")
         assert seen.wait_for(lambda ms: any(m.topic == "plant1/pi-07/data/door" for m in ms), 10)
         payloads = {m.topic: m.payload for m in seen.messages}
         assert payloads["plant1/pi-07/data/temperature"] == b"21.5"
         assert payloads["plant1/pi-07/data/door"] == b"open"
+        assert _retained(mosquitto, "plant1/pi-07/status/mode") == b"auto"
         assert _retained(mosquitto, "plant1/pi-07/status/online") == b"online"
     finally:
         assert svc.stop()

@@ -37,7 +37,7 @@ from ..client.message import Message
 from ..errors import ConfigError, FieldmqError
 from . import codec
 from .config import ServiceConfig
-from .convention import DeviceTopics
+from .convention import DeviceTopics, build_topic
 from .health import UNHEALTHY, HealthInputs, HealthReport, Reason, evaluate
 from .httpserver import HealthServer
 from .lock import AlreadyRunning, InstanceLock
@@ -346,8 +346,7 @@ class Service:
         ``<group>/<node>/<kind>/<name>``. Raises ``RuntimeError`` once stopping."""
         if self._state != "running" or self._stop_requested.is_set():
             raise RuntimeError(f"the service is {self._state}; it accepts no new messages")
-        topic = self.topics.data(name) if kind == "data" else self.topics.status(name) \
-            if kind == "status" else self.topics.action(name)
+        topic = build_topic(self.topics.group, self.topics.device, kind, name)
         handle = self.client.publish(topic, codec.encode(value), qos=qos, retain=retain,
                                      priority=priority, ttl=ttl)
         if self._ack_timer is not None and qos > 0:

@@ -254,3 +254,53 @@ def test_fieldmq_status_lists_running_and_stopped_services(
     assert table.splitlines()[0].split()[:4] == ["APP", "PID", "UPTIME", "CONNECTED"]
     assert f"meter  {meter.pid}" in table and "bnp" not in table
     assert "stopped" in run("--all")
+
+
+def test_seed01_with_full_services_sharing_one_state_dir(
+    tmp_path: Path, mosquitto: MosquittoBroker, procs: Procs
+) -> None:
+    """Seed 01 with real services: youtility4, django5 and bnp share one state directory
+    and one broker; a second youtility4 is refused naming the first; bnp SIGKILLed
+    restarts at once; each app keeps its own client id and status topic."""
+    shared = str(tmp_path / "shared")
+    collector = Collector()
+    watcher = Client(client_id="watcher-seed01", brokers=[mosquitto.url])
+    watcher.subscribe("+/+/status/online", collector)
+    try:
+        assert watcher.wait_connected(10)
+
+        def start(app: str) -> subprocess.Popen[str]:
+            return procs.start("service_app.py", "--app", app, "--broker", mosquitto.url,
+                               "--state-dir", shared, "--node", "web-1")
+
+        apps = {name: start(name) for name in ("youtility4", "django5", "bnp")}
+        for proc in apps.values():
+            _ready(proc)
+
+        def online(app: str) -> bool:
+            msgs = [m for m in collector.messages if m.topic == f"{app}/web-1/status/online"]
+            return bool(msgs) and msgs[-1].payload == b"online"
+
+        for name in apps:
+            wait_for(lambda n=name: online(n), 10, f"{name} online")
+
+        duplicate = start("youtility4")
+        _, err = duplicate.communicate(timeout=30)
+        assert duplicate.returncode == 75
+        assert f"PID {apps['youtility4'].pid} (" in err
+        assert f"PID {apps['bnp'].pid} " not in err
+
+        apps["bnp"].kill()
+        apps["bnp"].wait(timeout=10)
+        assert collector.wait_for(lambda ms: [m.payload for m in ms
+                                              if m.topic == "bnp/web-1/status/online"][-1]
+                                  == b"offline", 20)
+        bnp2 = start("bnp")
+        _ready(bnp2)
+        wait_for(lambda: online("bnp"), 10, "bnp online again")
+        assert apps["youtility4"].poll() is None and apps["django5"].poll() is None
+        holders = {json.loads((Path(shared) / f"{a}.lock").read_text())["client_id"]
+                   for a in ("youtility4", "django5", "bnp")}
+        assert holders == {"youtility4-web-1", "django5-web-1", "bnp-web-1"}
+    finally:
+        watcher.close()

@@ -22,19 +22,29 @@ from .errors import (
     StoreLocked,
 )
 from .ratelimit import RateLimit
+from .runtime import (
+    AlreadyRunning,
+    DeviceTopics,
+    HealthThresholds,
+    Service,
+    ServiceConfig,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TLS",
+    "AlreadyRunning",
     "Backoff",
     "BatchHandle",
     "Client",
     "ConfigError",
     "ConnectionFailed",
     "Deduplicator",
+    "DeviceTopics",
     "FieldmqError",
     "ForkError",
+    "HealthThresholds",
     "Limits",
     "Message",
     "PublishDropped",
@@ -42,6 +52,8 @@ __all__ = [
     "PublishExpired",
     "PublishHandle",
     "RateLimit",
+    "Service",
+    "ServiceConfig",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",

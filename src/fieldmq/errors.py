@@ -17,6 +17,8 @@ or ``RuntimeError`` with a message saying what to do instead.
     │   ├── PublishDropped        dropped by policy (evicted, rejected by the broker...)
     │   └── PublishExpired        its TTL elapsed before the broker acknowledged it
     ├── ForkError                 a client was used in a forked child against its policy
+    ├── AlreadyRunning            another instance of this service holds its lock
+    │                             (fieldmq.runtime.lock; exit status 75)
     └── ConfigError               a configuration value is invalid (names key and source)
 
 Lower-layer errors (``sqlite3.Error``, ``OSError``, paho return codes) are

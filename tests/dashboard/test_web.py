@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
 
 from fieldmq import Client, ConfigError
 from fieldmq.dashboard import DashboardServer, Hub
 from fieldmq.testing import MosquittoBroker, free_port
+from helpers import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and (name.startswith(exc.name) or exc.name.startswith(name)):
                 continue
             raise
-        module.register(sub)
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
     return parser
 
 

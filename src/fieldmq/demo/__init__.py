@@ -1,0 +1,2 @@
+"""The one-command demo (``fieldmq demo``): a broker, a simulated fleet, ingest with
+anomaly detection, the live dashboard and a scripted outage, ending with the loss audit."""

@@ -29,8 +29,8 @@ from ..store.memory import MemoryBackend
 from ..store.queue import Durability, DurableQueue
 from ..store.sqlite import SQLiteBackend
 from ..topics import matches, validate_filter, validate_topic
-from .config import TLS, Limits, Will, parse_broker_url
-from .connection import ConnectionSettings, NetLoop
+from .config import TLS, ConnectionSettings, Limits, Will, parse_broker_url
+from .connection import NetLoop
 from .handle import DROPPED, BatchHandle, PublishHandle
 from .message import Message
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from ..backoff import Backoff
+from ..ratelimit import RateLimit
 from ..topics import validate_topic
 
-__all__ = ["TLS", "BrokerURL", "Limits", "Will", "parse_broker_url"]
+__all__ = ["TLS", "BrokerURL", "ConnectionSettings", "Limits", "Will", "parse_broker_url"]
 
 _SCHEMES = {"mqtt": (1883, False), "tcp": (1883, False), "mqtts": (8883, True), "ssl": (8883, True)}
 
@@ -160,3 +162,27 @@ class Limits:
             raise ValueError(
                 f"Limits.qos0_offline must be 'store' or 'drop', got {self.qos0_offline!r}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """What the network thread needs to know, built by ``Client`` from its arguments."""
+
+    client_id: str
+    brokers: tuple[BrokerURL, ...]
+    keepalive: float
+    protocol: int
+    tls: TLS | None
+    username: str | None
+    password: str | None
+    will: Will | None
+    persistent_session: bool
+    session_expiry: int
+    backoff: Backoff
+    window: int
+    connect_timeout: float
+    envelope: bool
+    message_ids: bool
+    ack_mode: str = "auto"
+    receive_maximum: int | None = None
+    rate_limit: RateLimit | None = None

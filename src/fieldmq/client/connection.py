@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as mqtt
@@ -29,42 +28,26 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ..backoff import Backoff
 from ..errors import ConnectionFailed
-from ..ratelimit import RateLimit, TokenBucket
-from .config import TLS, BrokerURL, Will
+from ..ratelimit import TokenBucket
+from .config import TLS, BrokerURL, ConnectionSettings
 from .identity import ID_PROPERTY, unwrap, wrap
 from .message import Message
+from .wire import PackedProperties, decode_user_props, new_props
 
 if TYPE_CHECKING:
     from ..store.base import Entry
     from ..store.queue import DurableQueue
 
-__all__ = ["ConnectionSettings", "NetLoop"]
+__all__ = ["NetLoop"]
 
 log = logging.getLogger("fieldmq.client")
 
-
-@dataclass(frozen=True, slots=True)
-class ConnectionSettings:
-    client_id: str
-    brokers: tuple[BrokerURL, ...]
-    keepalive: float
-    protocol: int
-    tls: TLS | None
-    username: str | None
-    password: str | None
-    will: Will | None
-    persistent_session: bool
-    session_expiry: int
-    backoff: Backoff
-    window: int
-    connect_timeout: float
-    envelope: bool
-    message_ids: bool
-    ack_mode: str = "auto"
-    receive_maximum: int | None = None
-    rate_limit: RateLimit | None = None
+#: A message that was the first one sent on this many consecutive connections, each
+#: lost before the broker acknowledged anything, is taken for the cause (a broker
+#: that closes the connection on it, e.g. NATS on a topic with '.') and dead-lettered.
+POISON_AFTER = 3
+POISON_REASON = "broker:closed the connection on this message"
 
 
 class NetLoop:
@@ -100,6 +83,11 @@ class NetLoop:
         self._pending_subs: list[tuple[str, int]] = []
         self._pending_acks: list[tuple[int, int, int]] = []
         self._generation = 0
+        self._first_sent: Entry | None = None  # first message sent on this connection
+        self._acks_on_conn = 0
+        self._suspect_seq = 0
+        self._suspect_losses = 0
+        self._tick = 1.0
         self._bucket = (
             TokenBucket(settings.rate_limit, time.monotonic()) if settings.rate_limit else None
         )
@@ -245,12 +233,15 @@ class NetLoop:
         self._paho = c
         self._conn_error = None
         # paho pings after `keepalive` of silence and gives up one keepalive later;
-        # pinging at 0.7x makes a dead link noticed within ~1.4x the configured value.
-        keepalive = max(1, round(self.s.keepalive * 0.7))
+        # pinging at 0.7x (rounded down: paho takes whole seconds) makes a dead link
+        # noticed within ~1.4x the configured value. The idle loop wakes often enough
+        # for paho's keepalive check to stay on time.
+        keepalive = max(1, int(self.s.keepalive * 0.7))
+        self._tick = min(1.0, keepalive / 10)
         props = None
         kwargs: dict[str, Any] = {}
         if self.s.protocol == 5:
-            props = _props(PacketTypes.CONNECT)
+            props = new_props(PacketTypes.CONNECT)
             if self.s.persistent_session:
                 props.SessionExpiryInterval = self.s.session_expiry
             if self.s.receive_maximum:
@@ -291,6 +282,8 @@ class NetLoop:
         self.connects += 1
         self._generation += 1
         self._pending_acks.clear()  # acks for an old connection mean nothing now
+        self._first_sent = None
+        self._acks_on_conn = 0
         log.info("%s: connected to %s", self._name, broker)
         subs = self._subscriptions()
         if subs:
@@ -352,11 +345,11 @@ class NetLoop:
                 self._sleeping = True
                 idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
                 busy = self._pending_subs or self._pending_acks
-                timeout = 1.0 if idle and not busy else 0.0
+                timeout = self._tick if idle and not busy else 0.0
                 if not idle and not busy:
                     held = self._throttled()
                     if held > 0:
-                        timeout = min(held, 1.0)
+                        timeout = min(held, self._tick)
                 wlist = [sock] if c.want_write() else []
             try:
                 rlist: list[Any] = [sock, wake_r]
@@ -415,12 +408,12 @@ class NetLoop:
                 if v5:
                     user = [(ID_PROPERTY, mid_text)]
                     if e.props:
-                        user += _decode_user_props(e.props)
-                    props = _PackedProperties(user)
+                        user += decode_user_props(e.props)
+                    props = PackedProperties(user)
                 else:
                     payload = wrap(mid_text, payload)
             elif v5 and e.props:
-                props = _PackedProperties(_decode_user_props(e.props))
+                props = PackedProperties(decode_user_props(e.props))
             try:
                 info = c.publish(e.topic, payload, e.qos, e.retain, props)
             except (ValueError, TypeError) as exc:
@@ -431,6 +424,8 @@ class NetLoop:
                 self.queue.requeue(entries[i:])
                 return
             mid = info.mid
+            if self._first_sent is None:
+                self._first_sent = e
             if mid in self._early:
                 self._early.discard(mid)
                 self._acked.append(e)
@@ -483,6 +478,7 @@ class NetLoop:
         self._connected = False
         self._connected_event.clear()
         self._flush_results()
+        self._check_poison()
         back = self.queue.requeue_all()
         self._by_mid.clear()
         self._early.clear()
@@ -490,6 +486,28 @@ class NetLoop:
             log.info("%s: %d in-flight messages will be sent first after reconnect",
                      self._name, back)
         self._close_paho()
+
+    def _check_poison(self) -> None:
+        """Called when a connection is lost: dead-letter the message the broker keeps
+        closing the connection on (see ``POISON_AFTER``), so it cannot block the rest."""
+        first = self._first_sent
+        if self._acks_on_conn:
+            self._suspect_seq = self._suspect_losses = 0
+            return
+        if first is None or first.done or self._stop.is_set():
+            return  # nothing was sent: this loss says nothing about any message
+        if first.seq == self._suspect_seq:
+            self._suspect_losses += 1
+        else:
+            self._suspect_seq, self._suspect_losses = first.seq, 1
+        if self._suspect_losses >= POISON_AFTER:
+            log.error(
+                "%s: %s closed the connection %d times in a row right after message %d "
+                "(topic %r) was sent; moving it to the dead letters",
+                self._name, self.broker, self._suspect_losses, first.seq, first.topic,
+            )
+            self.queue.reject(first, POISON_REASON)
+            self._suspect_seq = self._suspect_losses = 0
 
     def _close_paho(self) -> None:
         c = self._paho
@@ -524,6 +542,7 @@ class NetLoop:
         self._connected = False
 
     def _on_publish(self, c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        self._acks_on_conn += 1
         e = self._by_mid.pop(mid, None)
         if e is None:
             self._early.add(mid)
@@ -562,41 +581,3 @@ class NetLoop:
             Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user,
                     acker, bool(msg.dup))
         )
-
-
-def _decode_user_props(raw: bytes) -> list[tuple[str, str]]:
-    import json
-
-    return [(str(k), str(v)) for k, v in json.loads(raw)]
-
-
-def _props(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]
-
-
-class _PackedProperties(Properties):
-    """PUBLISH properties holding only user properties, packed once up front.
-
-    paho's generic ``Properties.pack()`` probes every MQTT 5 property by name on each
-    call; a user property pair costs a few struct packs when done directly."""
-
-    def __init__(self, user: list[tuple[str, str]]) -> None:
-        # Deliberately not calling Properties.__init__: only pack() is ever used.
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        buf = bytearray()
-        for k, v in user:
-            kb, vb = k.encode(), v.encode()
-            buf += b"\x26" + len(kb).to_bytes(2, "big") + kb + len(vb).to_bytes(2, "big") + vb
-        n = len(buf)
-        head = bytearray()
-        while True:
-            byte = n % 128
-            n //= 128
-            head.append(byte | 0x80 if n else byte)
-            if not n:
-                break
-        object.__setattr__(self, "_packed", bytes(head + buf))
-
-    def pack(self) -> bytes:
-        packed: bytes = object.__getattribute__(self, "_packed")
-        return packed

@@ -118,6 +118,7 @@ class DurableQueue:
         self._mono0 = 0.0
         self._last_clock_save = 0.0
         self._spilled = 0
+        self._disk_full = False  # the last spill failed for lack of space
         self._last_error: str | None = None
         self.uid = ""
         self.recovered = 0
@@ -220,12 +221,13 @@ class DurableQueue:
                 raise RuntimeError("the store is closed; create a new client to publish again")
             if self._count >= self.max_messages or self._bytes + size > self.max_bytes:
                 self._make_room(priority, size)
+            self._check_disk(size)
             now = self.now()
             e = Entry(
                 self._next_seq, topic, payload, qos, retain, priority, now,
                 now + ttl if ttl is not None else NO_EXPIRY, props, handle,
             )
-            self._backend.append(_encode_pub(e, topic_b))
+            self._append_new(_encode_pub(e, topic_b))
             self._next_seq += 1
             self._hot[priority].append(e)
             self._hot_bytes += size
@@ -258,6 +260,7 @@ class DurableQueue:
                 raise RuntimeError("the store is closed; create a new client to publish again")
             if self._count + len(items) > self.max_messages or self._bytes + total > self.max_bytes:
                 self._make_room(min(i[5] for i in items), total, count=len(items))
+            self._check_disk(total)
             now = self.now()
             seq = self._next_seq
             chunks = []
@@ -268,7 +271,7 @@ class DurableQueue:
                 chunks.append(_encode_pub(e, topic_b))
                 out.append(e)
                 seq += 1
-            self._backend.append(b"".join(chunks))
+            self._append_new(b"".join(chunks))
             for e in out:
                 hot[e.priority].append(e)
             self._next_seq = seq
@@ -286,6 +289,24 @@ class DurableQueue:
         if self.durability == "sync":
             self.wait_durable(self._last_seq, None)
         return out
+
+    def _check_disk(self, size: int) -> None:
+        """Disk full: the backlog cannot be written, so memory holds what waits; refuse
+        new messages once that reaches ``hot_max_bytes`` (caller holds the lock)."""
+        if self._disk_full and self._hot_bytes + size > self._hot_max_bytes:
+            self._dropped["rejected"] += 1
+            raise StoreFull(
+                f"store {self._name}: the disk is full ({self._last_error}); "
+                f"{self._hot_bytes} bytes wait in memory; message rejected until space is freed"
+            )
+
+    def _append_new(self, data: bytes) -> None:
+        try:
+            self._backend.append(data)
+        except StoreFull as exc:
+            self._dropped["rejected"] += 1
+            self._last_error = str(exc)
+            raise
 
     def _make_room(self, priority: int, size: int, count: int = 1) -> None:
         if size > self.max_bytes or count > self.max_messages:
@@ -477,7 +498,10 @@ class DurableQueue:
             if self._inflight.pop(entry.seq, None) is None:
                 return
             entry.done = True
-            self._backend.append(_encode_gone(records.DROP, entry.seq))
+            try:
+                self._backend.append(_encode_gone(records.DROP, entry.seq))
+            except StoreError as exc:  # the dead-letter row is still written below
+                self._last_error = str(exc)
             self._pending_dead.append((entry, reason))
             self._count -= 1
             self._bytes -= entry.size
@@ -598,7 +622,12 @@ class DurableQueue:
                         break
         if not batch:
             return
-        self._backend.spill(batch)
+        try:
+            self._backend.spill(batch)
+        except StoreFull:
+            self._disk_full = True
+            raise
+        self._disk_full = False
         with self._lock:
             for e in batch:
                 e.in_db = True

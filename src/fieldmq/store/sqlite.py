@@ -130,6 +130,14 @@ class SQLiteBackend:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def _set_aside(self, exc: BaseException) -> str:
+        moved = self._move_aside()
+        log.error(
+            "store %s could not be read (%s); moved it aside to %s and started a fresh one",
+            self.path, exc, moved,
+        )
+        return moved
+
     def _move_aside(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
@@ -150,20 +158,29 @@ class SQLiteBackend:
 
     def _open_locked(self, store_time_now: float, wall_now: float) -> Recovered:
         corrupt_to: str | None = None
-        try:
-            db = self._open_db()
-        except (sqlite3.DatabaseError, StoreCorrupt) as exc:
-            corrupt_to = self._move_aside()
-            log.error(
-                "store %s could not be read (%s); moved it aside to %s and started a fresh one",
-                self.path, exc, corrupt_to,
-            )
-            db = self._open_db()
-        self._db = db
-        try:
-            rec = self._recover(db, store_time_now, wall_now)
-        except sqlite3.Error as exc:
-            raise _translate(exc, "recovering", self.path) from exc
+        while True:
+            # Corruption shows either when the file is opened or, for a damaged page
+            # deeper in the file, while the backlog is read during recovery. Either way
+            # the file is moved aside once and a fresh store replays the journal.
+            try:
+                db = self._open_db()
+            except (sqlite3.DatabaseError, StoreCorrupt) as exc:
+                if corrupt_to is not None:
+                    raise
+                corrupt_to = self._set_aside(exc)
+                continue
+            self._db = db
+            try:
+                rec = self._recover(db, store_time_now, wall_now)
+                break
+            except sqlite3.Error as exc:
+                err = _translate(exc, "recovering", self.path)
+                if corrupt_to is not None or not isinstance(err, StoreCorrupt):
+                    raise err from exc
+                _rollback(db)
+                db.close()
+                self._db = None
+                corrupt_to = self._set_aside(err)
         rec.corrupt_moved_to = corrupt_to
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA query_only=1")

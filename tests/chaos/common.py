@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from fieldmq import Backoff, Client, Message, PublishHandle
@@ -39,6 +40,11 @@ class Ledger:
         with self._cond:
             self._cond.wait_for(lambda: ids <= self.counts.keys(), timeout)
             return ids - self.counts.keys()
+
+    def wait_for(self, predicate: Callable[[Ledger], bool], timeout: float = 30.0) -> bool:
+        """Wait until ``predicate(self)`` holds (checked on every delivery)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
 
     def duplicated(self) -> set[str]:
         with self._cond:

@@ -209,7 +209,9 @@ def _unknown(table: Mapping[str, Any], allowed: set[str], where: str, src: str) 
         if key not in allowed:
             near = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {sorted(allowed)}"
-            raise ConfigError(f"{src}: unknown key {where}{key!r}{hint}", key=f"{where}{key}",
+            if key in ("rate_limit", "burst") and where == "local.":
+                hint = "; the bandwidth cap applies to the upstream link: put it in [upstream]"
+            raise ConfigError(f"{src}: unknown key {where + key!r}{hint}", key=f"{where}{key}",
                               source=src)
 
 

@@ -75,29 +75,27 @@ class TopicRewrite:
         i = 0
         for level in self.target.split("/"):
             if level == "+":
-                out.append(captures[i])
+                out.append(captures[i] or "")
                 i += 1
             elif level == "#":
                 rest = captures[i]
                 i += 1
-                if rest is not None and rest != "":
+                if rest is not None:  # None: '#' matched zero levels, leave '/#' out
                     out.append(rest)
-                elif rest == "" and topic.endswith("/"):
-                    out.append("")
             else:
                 out.append(level)
         return "/".join(out)
 
-    def _capture(self, topic: str) -> list[str]:
+    def _capture(self, topic: str) -> list[str | None]:
         if not matches(self.source, topic):
             raise ValueError(f"topic {topic!r} does not match {self.source!r}")
         t_levels = topic.split("/")
-        caps: list[str] = []
+        caps: list[str | None] = []
         for i, level in enumerate(self.source.split("/")):
             if level == "+":
                 caps.append(t_levels[i])
             elif level == "#":
-                caps.append("/".join(t_levels[i:]))
+                caps.append("/".join(t_levels[i:]) if i < len(t_levels) else None)
                 break
         return caps
 

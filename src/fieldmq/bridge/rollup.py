@@ -39,7 +39,7 @@ class NonNumeric(ValueError):
 
 def interval_start(now: float, interval: float) -> float:
     """Start of the epoch-aligned interval containing ``now``."""
-    return math.floor(now / interval) * interval
+    return float(math.floor(now / interval) * interval)
 
 
 def _number(value: Any) -> float | None:

@@ -165,7 +165,8 @@ class RollupEngine:
 
     def summary_id(self, mapping: str, topic: str, start: float) -> str:
         """The stable ``fmq-id`` of one summary (the same after a restart)."""
-        digest = hashlib.sha1(f"{mapping}\0{topic}\0{start!r}".encode()).hexdigest()[:16]
+        key = f"{mapping}\0{topic}\0{float(start):.6f}".encode()
+        digest = hashlib.sha1(key).hexdigest()[:16]
         return f"rollup-{self._bridge_id}-{digest}"
 
     def add(self, mapping: BridgeMapping, msg: Message) -> None:
@@ -185,7 +186,8 @@ class RollupEngine:
                 self._close(cur)  # a new interval began before the ticker noticed
                 cur = None
             if cur is None:
-                cur = self._open[key] = _Open(mapping, msg.topic, Aggregate(start, rollup.interval))
+                agg = Aggregate(start, float(rollup.interval))
+                cur = self._open[key] = _Open(mapping, msg.topic, agg)
             # start < cur.agg.start: the wall clock stepped back; the open interval takes it.
             try:
                 value = extract_value(msg.payload, rollup.field)

@@ -93,6 +93,10 @@ def register(subparsers: Any) -> None:
                      help="how long to wait at the end for queues to drain (default 60s)")
     sim.add_argument("--late-after", type=_arg(_positive_duration), default=10.0,
                      help="latency above which a message counts as late (default 10s)")
+    sim.add_argument("--max-backoff", type=_arg(_positive_duration), default=5.0,
+                     help="longest wait between a device's reconnect attempts (default 5s)")
+    sim.add_argument("--keepalive", type=_arg(_positive_duration), default=10.0,
+                     help="MQTT keepalive of the devices (default 10s)")
     sim.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sim.set_defaults(func=_simulate)
 
@@ -139,6 +143,7 @@ def _simulate(args: argparse.Namespace) -> int:
             client_prefix=args.client_prefix, anomalies=not args.no_anomalies,
             label_payload=args.label_payload, rate=args.rate,
             drain_timeout=args.drain_timeout, late_after=args.late_after,
+            max_backoff=args.max_backoff, keepalive=args.keepalive,
             overwrite=args.overwrite,
             worker_log_level=max(logging.ERROR, root.getEffectiveLevel()),
         )

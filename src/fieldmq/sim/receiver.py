@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from ..backoff import Backoff
 from ..client.client import Client
 from ..client.message import Message
 from ..errors import StoreError
@@ -137,7 +138,8 @@ class AuditSubscriber:
         self._probed = threading.Event()
         try:
             self.client = Client(client_id=client_id, brokers=[broker], store=store,
-                                 persistent_session=True, keepalive=10)
+                                 persistent_session=True, keepalive=10,
+                                 backoff=Backoff(initial=0.2, maximum=1.0))
         except BaseException:
             self.log.close()
             raise

@@ -76,6 +76,7 @@ class SimulationConfig:
     drain_timeout: float = 60.0
     late_after: float = 10.0
     keepalive: float = 10.0
+    max_backoff: float = 5.0
     overwrite: bool = False
     worker_log_level: int = logging.WARNING
 
@@ -84,6 +85,8 @@ class SimulationConfig:
             raise ValueError(f"processes must be >= 1, got {self.processes!r}")
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration must be > 0 s, got {self.duration!r}")
+        if not self.max_backoff > 0:
+            raise ValueError(f"max_backoff must be > 0 s, got {self.max_backoff!r}")
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
         if self.scenario is not None and self.scenario.needs_broker and self.broker:
@@ -276,7 +279,7 @@ class Simulation:
             index=i, devices=tuple(p), brokers=brokers, state_dir=str(self.state_dir), t0=t0,
             topic_group=cfg.topic_group, client_prefix=cfg.client_prefix,
             anomalies=cfg.anomalies, label_payload=cfg.label_payload, rate=cfg.rate,
-            keepalive=cfg.keepalive, log_level=cfg.worker_log_level,
+            keepalive=cfg.keepalive, max_backoff=cfg.max_backoff, log_level=cfg.worker_log_level,
         ) for i, p in enumerate(parts)]
         if cfg.processes == 1:
             self._events = queue.Queue()

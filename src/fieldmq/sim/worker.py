@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..backoff import Backoff
 from ..client.client import Client
 from ..errors import FieldmqError, StoreFull
 from ..runtime.codec import encode
@@ -62,6 +63,7 @@ class WorkerConfig:
     label_payload: bool = False
     rate: float = 1.0
     keepalive: float = 10.0
+    max_backoff: float = 5.0
     log_level: int = logging.WARNING
 
 
@@ -150,6 +152,8 @@ class Worker:
                 brokers=[self.cfg.brokers[dev.spec.group]],
                 store=dev.store,
                 keepalive=self.cfg.keepalive,
+                backoff=Backoff(initial=min(0.5, self.cfg.max_backoff),
+                                maximum=self.cfg.max_backoff),
             )
         except BaseException as exc:  # reported on the scheduler thread
             self._started.put((dev, exc))

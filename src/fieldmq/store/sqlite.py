@@ -271,13 +271,15 @@ class SQLiteBackend:
         ):
             counts[int(prio)] = int(n)
             total += int(b or 0)
-        self._jnum = (segments[-1][0] + 1) if segments else 1
+        # Everything is in SQLite now (meta included): drop the old segments before
+        # writing the new one, so a nearly full disk needs no room for both.
+        for _, seg in segments:
+            seg.unlink(missing_ok=True)
+        self._fsync_dir()
         # The new segment starts at the recovered store time, stamped with the wall
         # time of this open, so a crash before any clock record still credits correctly.
         header = records.encode_header(records.Header(next_seq, last_store, wall_now, uid))
-        self._start_segment(header)
-        for _, seg in segments:
-            seg.unlink(missing_ok=True)
+        self._start_segment(header, (segments[-1][0] + 1) if segments else 1)
         self._fsync_dir()
         if replayed:
             log.info("store %s: recovered %d messages from the journal", self.path, replayed)
@@ -291,12 +293,21 @@ class SQLiteBackend:
 
     last_wall: float = 0.0
 
-    def _start_segment(self, initial: bytes) -> None:
-        path = self._segment(self._jnum)
+    def _start_segment(self, initial: bytes, num: int) -> None:
+        """Write and sync segment ``num``; on failure nothing changes (the old one stays)."""
+        path = self._segment(num)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o644)
-        _write_all(fd, initial)
-        os.fdatasync(fd)
+        fd = -1
+        try:
+            fd = os.open(path, flags, 0o644)
+            _write_all(fd, initial)
+            os.fdatasync(fd)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            path.unlink(missing_ok=True)
+            raise _os_error(exc, "starting a journal segment", self.path) from exc
+        self._jnum = num
         old = self._jfd
         self._jfd = fd
         self._jsize = len(initial)
@@ -396,8 +407,7 @@ class SQLiteBackend:
 
     def rotate(self, header: bytes, live: bytes) -> None:
         old_num = self._jnum
-        self._jnum += 1
-        self._start_segment(header + live)
+        self._start_segment(header + live, old_num + 1)
         self._fsync_dir()
         self._segment(old_num).unlink(missing_ok=True)
 

@@ -1,0 +1,1 @@
+"""Sinks: where ingest writes (see :mod:`.base`)."""

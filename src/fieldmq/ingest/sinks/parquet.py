@@ -1,0 +1,242 @@
+"""Parquet files partitioned by date and device, readable by any engine::
+
+    ROOT/messages/date=2025-01-31/device=sensor-001/<writer>-<seq>.parquet
+    ROOT/readings/date=.../device=.../...
+    ROOT/alerts/date=.../device=.../...
+    ROOT/rejected/date=.../...
+    ROOT/_index.sqlite          message keys, files and rollups (SQLite, WAL)
+
+Every file also holds its ``device`` (and ``ts``) columns, so it is complete on its own.
+A write takes the index's write lock (``BEGIN IMMEDIATE``: several ingest processes on
+one host may share a directory), skips keys already in the index, writes each file under
+a temporary name and renames it, then commits the new keys, file names and rollups. A
+file on disk that the index does not list was renamed by a write that never committed:
+its messages were not acknowledged, so the broker sends them again, and the next open
+deletes such files. ``query()`` runs DuckDB over the files (``analytics`` extra).
+Many small files cost read time: give this sink large batches (``--batch-delay 5``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import sqlite3
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import SinkError, require
+from ..records import Batch, unique_readings
+from ..rollups import DEFAULT_WIDTHS, rollup
+from ._arrow import pa, table
+from .base import QueryResult, WriteResult
+
+__all__ = ["ParquetSink"]
+
+_INDEX = """
+create table if not exists keys (kind text, key text, primary key (kind, key)) without rowid;
+create table if not exists files (path text primary key);
+create table if not exists rollups (
+    device text, metric text, width integer, bucket real, n integer, total real,
+    "min" real, "max" real, first_ts real, last_ts real,
+    primary key (device, metric, width, bucket));
+"""
+_MERGE = """
+insert into rollups values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+on conflict (device, metric, width, bucket) do update set
+    n = n + excluded.n, total = total + excluded.total, "min" = min("min", excluded."min"),
+    "max" = max("max", excluded."max"), first_ts = min(first_ts, excluded.first_ts),
+    last_ts = max(last_ts, excluded.last_ts)
+"""
+_DATA_TABLES = ("messages", "readings", "rejected", "alerts")
+
+
+def _date(ts: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        return "invalid"
+
+
+class ParquetSink:
+    """Parquet files under ``root``; ``writer`` names this process's files."""
+
+    name = "parquet"
+
+    def __init__(self, root: str | os.PathLike[str], *, writer: str = "",
+                 widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
+        self.pq = require("pyarrow.parquet", "analytics", "the Parquet sink")
+        pa()
+        self.root = Path(root)
+        self.widths = tuple(widths)
+        self.writer = writer or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self.root / "_index.sqlite", timeout=60.0, isolation_level=None,
+                check_same_thread=False)
+            self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma synchronous=full")
+            self._db.executescript(_INDEX)
+            self._clean()
+        except (sqlite3.Error, OSError) as exc:
+            raise SinkError(f"cannot open Parquet sink at {str(self.root)!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"ParquetSink({str(self.root)!r}, writer={self.writer!r})"
+
+    def _check(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the sink is closed; open a new one")
+        return self._db
+
+    def _clean(self) -> None:
+        """Delete files that no committed write lists (see the module docstring)."""
+        db = self._check()
+        db.execute("begin immediate")
+        try:
+            listed = {r[0] for r in db.execute("select path from files")}
+            for name in _DATA_TABLES:
+                for f in (self.root / name).rglob("*"):
+                    rel = f.relative_to(self.root).as_posix()
+                    if f.is_file() and (f.suffix == ".tmp" or rel not in listed):
+                        f.unlink()
+        finally:
+            db.execute("commit")
+
+    def known(self, keys: Sequence[str]) -> set[str]:
+        db = self._check()
+        found: set[str] = set()
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i:i + 500])
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in db.execute(
+                    f"select key from keys where kind = 'm' and key in ({marks})", chunk))
+        return found
+
+    def _write_files(self, name: str, rows: Sequence[Any], ts_of: Any,
+                     device_of: Any) -> list[str]:
+        groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for r in rows:
+            groups[(_date(ts_of(r)), device_of(r))].append(r)
+        written = []
+        for (day, device), part in sorted(groups.items()):
+            folder = Path(name, f"date={day}")
+            if device is not None:
+                folder /= f"device={quote(device, safe='') or '_'}"
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+            rel = (folder / f"{self.writer}-{next(self._seq):06d}.parquet").as_posix()
+            tmp = self.root / (rel + ".tmp")
+            self.pq.write_table(table(name, part), tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / rel)
+            written.append(rel)
+        return written
+
+    def write(self, batch: Batch) -> WriteResult:
+        db = self._check()
+        with self._lock:
+            try:
+                db.execute("begin immediate")
+            except sqlite3.Error as exc:
+                raise SinkError(f"Parquet index at {str(self.root)!r} is busy: {exc}") from exc
+            try:
+                result, files, keys, readings = self._prepare(db, batch)
+                cells = rollup(readings, self.widths)
+                db.executemany("insert into keys values (?, ?)", keys)
+                db.executemany("insert into files values (?)", [(f,) for f in files])
+                db.executemany(_MERGE, [
+                    (k.device, k.metric, k.width, k.bucket, c.n, c.total, c.min, c.max,
+                     c.first_ts, c.last_ts) for k, c in sorted(cells.items())])
+                db.execute("commit")
+            except BaseException as exc:
+                db.execute("rollback")
+                if isinstance(exc, (sqlite3.Error, OSError)):
+                    raise SinkError(f"Parquet write to {str(self.root)!r} failed: {exc}"
+                                    ) from exc
+                raise
+        return result
+
+    def _prepare(self, db: sqlite3.Connection, batch: Batch) -> tuple[
+            WriteResult, list[str], list[tuple[str, str]], list[Any]]:
+        def fresh(kind: str, rows: Sequence[Any], key: Any) -> list[Any]:
+            out: dict[str, Any] = {}
+            for r in rows:
+                out.setdefault(key(r), r)
+            if not out:
+                return []
+            have: set[str] = set()
+            ks = list(out)
+            for i in range(0, len(ks), 500):
+                chunk = ks[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                have.update(r[0] for r in db.execute(
+                    f"select key from keys where kind = ? and key in ({marks})",
+                    [kind, *chunk]))
+            return [r for k, r in out.items() if k not in have]
+
+        messages = fresh("m", batch.messages, lambda r: r.message_id)
+        new = {m.message_id for m in messages}
+        readings = unique_readings(batch.readings, new)
+        rejected = fresh("r", batch.rejected, lambda r: r.message_id)
+        alerts = fresh("a", batch.alerts, lambda r: r.alert_id)
+        files = (self._write_files("messages", messages, lambda r: r.ts, lambda r: r.device)
+                 + self._write_files("readings", readings, lambda r: r.ts, lambda r: r.device)
+                 + self._write_files("rejected", rejected, lambda r: r.received,
+                                     lambda r: None)
+                 + self._write_files("alerts", alerts, lambda r: r.ts, lambda r: r.device))
+        keys = ([("m", m.message_id) for m in messages]
+                + [("r", r.message_id) for r in rejected] + [("a", a.alert_id) for a in alerts])
+        n = len({m.message_id for m in batch.messages})
+        return WriteResult(len(messages), n - len(messages), len(rejected), len(alerts)), \
+            files, keys, readings
+
+    def query(self, sql: str) -> QueryResult:
+        db = self._check()
+        duckdb = require("duckdb", "analytics", "ParquetSink.query")
+        with self._lock:
+            files = [r[0] for r in db.execute("select path from files order by path")]
+            cells = db.execute("select * from rollups").fetchall()
+        con = duckdb.connect()
+        try:
+            for name in _DATA_TABLES:
+                mine = [str(self.root / f) for f in files if f.startswith(name + "/")]
+                if mine:
+                    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in mine)
+                    con.execute(f"create view {name} as select * from read_parquet([{paths}])")
+                else:
+                    con.register(name, table(name, []))
+            p = pa()
+            from ._arrow import SCHEMAS
+
+            cols: list[Sequence[Any]] = (list(zip(*cells, strict=True)) if cells
+                                         else [[] for _ in SCHEMAS["rollups"]])
+            con.register("rollups", p.table({c: list(v) for (c, _), v in
+                                             zip(SCHEMAS["rollups"], cols, strict=True)}))
+            cur = con.execute(sql)
+            columns = tuple(d[0] for d in cur.description or ())
+            return QueryResult(columns, cur.fetchall() if columns else [])
+        except duckdb.Error as exc:
+            raise SinkError(f"query failed: {exc}") from exc
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

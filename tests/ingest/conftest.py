@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,32 +10,7 @@ import pytest
 
 from fieldmq.ingest.sinks.base import Sink
 
-PG_URL = os.environ.get("FIELDMQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_or_skip() -> str:
-    """The test database URL; skips when no server answers (fails under CI)."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_URL} is not reachable under CI: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_URL}: {exc}")
-    return PG_URL
-
-
-def pg_schema_url() -> tuple[str, str]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    return f"{postgres_or_skip()}?schema={schema}", schema
-
-
-def drop_schema(schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as con:
-        con.execute(f"drop schema if exists {schema} cascade")
-
+from .support import drop_schema, pg_schema_url
 
 SINKS = ("memory", "duckdb", "parquet", "postgres")
 

@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--client-prefix", help="client id prefix (default <router name>-<host>)")
     run.add_argument("--http-port", type=int, help="serve /health and /metrics on this port")
     run.add_argument("--http-host", default="127.0.0.1")
+    run.add_argument("--max-restarts", type=int, default=5, help="deaths of one worker within "
+                     "--restart-window seconds that count as a crash loop (default %(default)s)")
+    run.add_argument("--restart-window", type=float, default=60.0)
     run.add_argument("--start-method", choices=["spawn", "forkserver"], default="spawn")
     run.add_argument("--username", default=os.environ.get("FIELDMQ_USERNAME"))
     run.add_argument("--path", action="append", default=[], metavar="DIR",
@@ -77,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from .loader import load_router
+    from .restarts import RestartPolicy
     from .scaling import ScalingPolicy
     from .supervisor import RunSettings, Supervisor
 
@@ -104,7 +108,9 @@ def _run(args: argparse.Namespace) -> int:
             dead_letter_topic=args.dead_letter_topic, receive_maximum=args.prefetch,
             shutdown_timeout=args.shutdown_timeout, username=args.username,
             password=os.environ.get("FIELDMQ_PASSWORD"), start_method=args.start_method,
-            scaling=scaling, http_host=args.http_host, http_port=args.http_port,
+            scaling=scaling, restart=RestartPolicy(max_restarts=args.max_restarts,
+                                                   window=args.restart_window),
+            http_host=args.http_host, http_port=args.http_port,
             log_level=logging.getLevelName(root.level),
             log_json=any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers),
         )

@@ -139,8 +139,10 @@ class Supervisor:
         reasons = [f"worker {i} is not running" for i in dead]
         if self.crash_loop:
             reasons.insert(0, self.crash_loop)
+        with self._lock:
+            ready = len(self._ready)
         return code, {"status": status, "reasons": reasons, "workers": len(alive),
-                      "alive": len(alive) - len(dead)}
+                      "alive": len(alive) - len(dead), "ready": ready}
 
     def metrics(self) -> tuple[bytes, str]:
         with self._lock:

@@ -33,7 +33,7 @@ from ..client.client import Client
 from ..client.config import Limits
 from ..client.identity import ID_PROPERTY, wrap
 from ..client.message import Message
-from ..errors import FieldmqError, StoreError
+from ..errors import FieldmqError, StoreError, StoreFull
 from .config import BridgeConfig, BridgeMapping, Direction, Link
 from .loops import PATH_PROPERTY, extend_path, is_loop, read_path
 from .mapping import minimal_filters
@@ -43,7 +43,49 @@ __all__ = ["Bridge"]
 
 log = logging.getLogger("fieldmq.bridge")
 
-_RETRY_AFTER = 0.5
+_RETRY_AFTER = 0.1
+_REFRESH = 0.02
+
+
+class _Room:
+    """Keeps a client's store below its limits, so the store never has to evict.
+
+    ``count``/``nbytes`` are an upper bound of what the store holds: the last
+    ``stats()`` plus everything published since (acknowledgements only lower it)."""
+
+    def __init__(self, client: Client, link: Link) -> None:
+        self.client = client
+        self.max_messages = link.max_messages
+        self.max_bytes = link.max_bytes
+        self.count = 0
+        self.nbytes = 0
+        self.refreshed = 0.0
+        self.lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        s = self.client.stats()
+        self.count = int(s["queued"]) + int(s["inflight"])
+        self.nbytes = int(s["queued_bytes"])
+        self.refreshed = time.monotonic()
+
+    def reserve(self, size: int) -> bool:
+        """True (and counted) if a message of ``size`` bytes fits; False when full."""
+        with self.lock:
+            for attempt in (0, 1):
+                if self.count + 1 <= self.max_messages and self.nbytes + size <= self.max_bytes:
+                    self.count += 1
+                    self.nbytes += size
+                    return True
+                if attempt or time.monotonic() - self.refreshed < _REFRESH:
+                    return False
+                self._refresh()
+            return False
+
+    def release(self, size: int) -> None:
+        """A reserved message was not stored after all."""
+        with self.lock:
+            self.count -= 1
+            self.nbytes -= size
 
 
 class Bridge:
@@ -71,6 +113,8 @@ class Bridge:
         self._upstream: Client | None = None
         self._rollups: RollupEngine | None = None
         self._ticker: threading.Thread | None = None
+        self._room: dict[int, _Room] = {}
+        self._ticker_logged = 0.0
         self._last: dict[Direction, Message | None] = {"forward": None, "reverse": None}
         self._retry: collections.deque[tuple[Direction, Message]] = collections.deque()
         self._retry_at = 0.0
@@ -92,6 +136,9 @@ class Bridge:
         try:
             self._upstream = self._client(cfg.upstream, "up", "upstream.db", rate=True)
             self._local = self._client(cfg.local, "local", "local.db", rate=False)
+            if cfg.when_full == "wait":
+                for client, link in ((self._upstream, cfg.upstream), (self._local, cfg.local)):
+                    self._room[id(client)] = _Room(client, link)
             rollup_maps = [m for m in cfg.forward if m.rollup is not None]
             if rollup_maps:
                 self._rollups = RollupEngine(
@@ -260,8 +307,19 @@ class Bridge:
             user += [p for p in props if p[0] not in (ID_PROPERTY, PATH_PROPERTY)]
         elif target.envelope:
             payload = wrap(mid, payload)
-        client.publish(topic, payload, qos=mapping.qos, retain=mapping.retain,
-                       priority=mapping.priority, ttl=mapping.ttl, user_properties=user)
+        room = self._room.get(id(client))
+        size = len(topic.encode()) + len(payload)
+        if room is not None and not room.reserve(size):
+            raise StoreFull(f"the {'upstream' if client is self._upstream else 'local'} store "
+                            f"holds its limit ({room.max_messages} messages / {room.max_bytes} "
+                            "bytes); waiting for the broker to take some")
+        try:
+            client.publish(topic, payload, qos=mapping.qos, retain=mapping.retain,
+                           priority=mapping.priority, ttl=mapping.ttl, user_properties=user)
+        except BaseException:
+            if room is not None:
+                room.release(size)
+            raise
 
     def _publish_summary(self, mapping: BridgeMapping, topic: str, payload: bytes,
                          summary_id: str) -> None:
@@ -297,7 +355,9 @@ class Bridge:
                     self._retry_at = time.monotonic() + _RETRY_AFTER
                     self._retry_pending()
             except FieldmqError as exc:
-                log.error("bridge %s: %s; retrying", self.config.id, exc)
+                if time.monotonic() - self._ticker_logged > 10.0:
+                    self._ticker_logged = time.monotonic()
+                    log.error("bridge %s: %s; retrying", self.config.id, exc)
             except Exception:
                 log.exception("bridge %s: unexpected error in the ticker", self.config.id)
 

@@ -126,6 +126,7 @@ class BridgeConfig:
     http_port: int | None = None
     heartbeat_interval: float = 30.0
     service: bool = True
+    when_full: Literal["wait", "evict"] = "wait"
     tick: float = 0.05
     source: str = "<config>"
 
@@ -193,8 +194,8 @@ class BridgeConfig:
 
 
 # -- parsing ------------------------------------------------------------------------------
-_TOP = {"id", "state_dir", "heartbeat_interval", "service", "local", "upstream", "forward",
-        "reverse", "http"}
+_TOP = {"id", "state_dir", "heartbeat_interval", "service", "when_full", "local", "upstream",
+        "forward", "reverse", "http"}
 _LINK = {"url", "name", "protocol", "username", "password", "keepalive", "receive_maximum",
          "session_expiry", "max_messages", "max_bytes", "durability", "envelope", "tls",
          "rate_limit", "burst"}
@@ -374,8 +375,14 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Bridge
     if hb < 0:
         raise ConfigError(f"{src}: heartbeat_interval must be >= 0", key="heartbeat_interval",
                           source=src)
+    when_full = _get(data, "when_full", (str,), "", src, "wait")
+    if when_full not in ("wait", "evict"):
+        raise ConfigError(f"{src}: when_full = {when_full!r}: expected 'wait' (stop taking "
+                          "messages) or 'evict' (the store drops its oldest lowest-priority "
+                          "messages)", key="when_full", source=src)
     return BridgeConfig(
         id=bridge_id,
+        when_full=when_full,
         local=local,
         upstream=upstream,
         forward=tuple(maps["forward"]),

@@ -167,7 +167,7 @@ class DuckDBSink:
                 except duckdb.Error:
                     pass
                 raise SinkError(f"DuckDB write to {str(self.path)!r} failed: {exc}") from exc
-        n = len({m.message_id for m in batch.messages})
+        n = len(batch.messages)
         return WriteResult(len(new), n - len(new), len(rejected), len(alerts))
 
     def query(self, sql: str) -> QueryResult:

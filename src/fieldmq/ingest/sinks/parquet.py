@@ -196,7 +196,7 @@ class ParquetSink:
                  + self._write_files("alerts", alerts, lambda r: r.ts, lambda r: r.device))
         keys = ([("m", m.message_id) for m in messages]
                 + [("r", r.message_id) for r in rejected] + [("a", a.alert_id) for a in alerts])
-        n = len({m.message_id for m in batch.messages})
+        n = len(batch.messages)
         return WriteResult(len(messages), n - len(messages), len(rejected), len(alerts)), \
             files, keys, readings
 

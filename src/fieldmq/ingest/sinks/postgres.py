@@ -173,7 +173,7 @@ class PostgresSink:
             except psycopg.Error as exc:
                 con.rollback()
                 raise SinkError(f"PostgreSQL write failed ({self._where}): {exc}") from exc
-        n = len({m.message_id for m in batch.messages})
+        n = len(batch.messages)
         return WriteResult(len(new), n - len(new), len(rejected), len(alerts))
 
     def query(self, sql: str) -> QueryResult:

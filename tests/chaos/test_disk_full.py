@@ -1,4 +1,4 @@
-"""Matrix item 5: the disk is full. A real size-limited filesystem (an 8 MB tmpfs, when
+"""Matrix item 5: the disk is full. A real size-limited filesystem (a 16 MB tmpfs, when
 this process may mount one) and SQLite's page-count limit as a stand-in that runs
 everywhere."""
 
@@ -21,10 +21,10 @@ from helpers import wait_until
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MB tmpfs mounted for this test (skipped where mounting is not allowed)."""
+    """A 16 MB tmpfs mounted for this test (skipped where mounting is not allowed)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
                          capture_output=True, text=True, check=False)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}); "
@@ -45,7 +45,7 @@ def test_full_filesystem_raises_storefull_and_recovers(
     the journal into SQLite), then enough (the store opens and everything is delivered)."""
     mosquitto.stop()  # messages must wait in the store
     big, small = small_disk / "filler-big", small_disk / "filler-small"
-    big.write_bytes(b"\0" * 5 * 1024 * 1024)
+    big.write_bytes(b"\0" * 13 * 1024 * 1024)
     small.write_bytes(b"\0" * 512 * 1024)
     store = small_disk / "full.db"
     payloads: dict[str, bytes] = {}

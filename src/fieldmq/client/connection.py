@@ -43,8 +43,10 @@ __all__ = ["NetLoop"]
 
 log = logging.getLogger("fieldmq.client")
 
-#: A message that was the first one sent on this many consecutive connections, each
-#: lost before the broker acknowledged anything, is taken for the cause (a broker
+#: A connection lost before the broker acknowledged anything while several messages
+#: were in flight makes the client cautious: those messages are then sent one at a
+#: time, so a later loss points at exactly one message. A message that was the only
+#: one in flight on this many consecutive such losses is taken for the cause (a broker
 #: that closes the connection on it, e.g. NATS on a topic with '.') and dead-lettered.
 POISON_AFTER = 3
 POISON_REASON = "broker:closed the connection on this message"
@@ -83,8 +85,8 @@ class NetLoop:
         self._pending_subs: list[tuple[str, int]] = []
         self._pending_acks: list[tuple[int, int, int]] = []
         self._generation = 0
-        self._first_sent: Entry | None = None  # first message sent on this connection
         self._acks_on_conn = 0
+        self._cautious = 0  # how many more messages to send one at a time
         self._suspect_seq = 0
         self._suspect_losses = 0
         self._tick = 1.0
@@ -282,7 +284,6 @@ class NetLoop:
         self.connects += 1
         self._generation += 1
         self._pending_acks.clear()  # acks for an old connection mean nothing now
-        self._first_sent = None
         self._acks_on_conn = 0
         log.info("%s: connected to %s", self._name, broker)
         subs = self._subscriptions()
@@ -307,7 +308,7 @@ class NetLoop:
                 c = self._paho
                 if c is None or not self._connected:
                     return
-                room = self.s.window - len(self._by_mid)
+                room = self._window() - len(self._by_mid)
                 if room > 0:
                     self._fill(c, room)
                 self._flush_results()
@@ -324,9 +325,9 @@ class NetLoop:
         assert c is not None
         queue = self.queue
         wake_r = self._wake_r
-        window = self.s.window
         io = self._io
         while self._connected and not self._stop.is_set():
+            window = self._window()
             with io:
                 if self._pending_acks:
                     self._send_acks(c)
@@ -424,8 +425,6 @@ class NetLoop:
                 self.queue.requeue(entries[i:])
                 return
             mid = info.mid
-            if self._first_sent is None:
-                self._first_sent = e
             if mid in self._early:
                 self._early.discard(mid)
                 self._acked.append(e)
@@ -487,27 +486,35 @@ class NetLoop:
                      self._name, back)
         self._close_paho()
 
+    def _window(self) -> int:
+        return 1 if self._cautious > 0 else self.s.window
+
     def _check_poison(self) -> None:
-        """Called when a connection is lost: dead-letter the message the broker keeps
-        closing the connection on (see ``POISON_AFTER``), so it cannot block the rest."""
-        first = self._first_sent
-        if self._acks_on_conn:
+        """Called when a connection is lost: find and dead-letter a message the broker
+        closes the connection on (see ``POISON_AFTER``), so it cannot block the rest."""
+        if self._acks_on_conn or self._stop.is_set():
             self._suspect_seq = self._suspect_losses = 0
             return
-        if first is None or first.done or self._stop.is_set():
-            return  # nothing was sent: this loss says nothing about any message
-        if first.seq == self._suspect_seq:
+        sent = list(self._by_mid.values())
+        if len(sent) != 1:
+            # Several messages and no ack: any of them may be the cause. Send them
+            # one at a time until each was acknowledged or found out.
+            self._cautious = max(self._cautious, len(sent))
+            return
+        e = sent[0]
+        if e.seq == self._suspect_seq:
             self._suspect_losses += 1
         else:
-            self._suspect_seq, self._suspect_losses = first.seq, 1
+            self._suspect_seq, self._suspect_losses = e.seq, 1
         if self._suspect_losses >= POISON_AFTER:
             log.error(
-                "%s: %s closed the connection %d times in a row right after message %d "
-                "(topic %r) was sent; moving it to the dead letters",
-                self._name, self.broker, self._suspect_losses, first.seq, first.topic,
+                "%s: %s closed the connection %d times in a row with only message %d "
+                "(topic %r) in flight; moving it to the dead letters",
+                self._name, self.broker, self._suspect_losses, e.seq, e.topic,
             )
-            self.queue.reject(first, POISON_REASON)
+            self.queue.reject(e, POISON_REASON)
             self._suspect_seq = self._suspect_losses = 0
+            self._cautious = max(0, self._cautious - 1)
 
     def _close_paho(self) -> None:
         c = self._paho
@@ -543,6 +550,8 @@ class NetLoop:
 
     def _on_publish(self, c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._acks_on_conn += 1
+        if self._cautious:
+            self._cautious -= 1
         e = self._by_mid.pop(mid, None)
         if e is None:
             self._early.add(mid)

@@ -21,8 +21,8 @@ from typing import Any
 
 from ..errors import SinkError, SinkLocked, require
 from ..records import Batch, unique_readings
-from ..rollups import DEFAULT_WIDTHS, rollup
-from ._arrow import rollup_table, table
+from ..rollups import DEFAULT_WIDTHS
+from ._arrow import table
 from .base import QueryResult, WriteResult
 
 __all__ = ["DDL", "DuckDBSink"]
@@ -53,6 +53,15 @@ do update set n = rollups.n + excluded.n, total = rollups.total + excluded.total
     first_ts = least(rollups.first_ts, excluded.first_ts),
     last_ts = greatest(rollups.last_ts, excluded.last_ts)
 """
+
+
+# The rollup arithmetic of fieldmq.ingest.rollups, in SQL (the contract suite checks that
+# every sink agrees): Python-side cells cost ~20 us per reading, this a fraction of that.
+_CELLS = """(
+select device, metric, w.width, floor(ts / w.width) * w.width as bucket, count(*) as n,
+       sum(value) as total, min(value), max(value), min(ts), max(ts)
+from _batch, (select unnest([{widths}]) as width) w
+group by device, metric, w.width, bucket)"""
 
 
 def _duckdb() -> Any:
@@ -152,10 +161,9 @@ class DuckDBSink:
                     con.register("_batch", table("readings", readings))
                     con.execute("insert into readings select * from _batch "
                                 "on conflict do nothing")
+                    widths = ", ".join(str(int(w)) for w in self.widths)
+                    con.execute(MERGE_ROLLUPS.format(src=_CELLS.format(widths=widths)))
                     con.unregister("_batch")
-                    con.register("_cells", rollup_table(rollup(readings, self.widths)))
-                    con.execute(MERGE_ROLLUPS.format(src="_cells"))
-                    con.unregister("_cells")
                 rejected = (self._insert(con, "rejected", table("rejected", batch.rejected),
                                          "message_id") if batch.rejected else set())
                 alerts = (self._insert(con, "alerts", table("alerts", batch.alerts),

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue as _queue
+import re
 import threading
 import time
 import weakref
@@ -52,6 +53,26 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_FORBIDDEN = re.compile("[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+
+
+def _check_topic(topic: object) -> None:
+    """A topic name a broker accepts: on top of ``validate_topic``, no control characters
+    or Unicode non-characters, which MQTT says SHOULD NOT appear and which brokers such
+    as mosquitto answer by closing the connection (MQTT 5 section 1.5.4)."""
+    validate_topic(topic)
+    assert isinstance(topic, str)
+    found = _FORBIDDEN.search(topic)
+    ch = found.group() if found else None
+    if ch is None and not topic.isascii():
+        ch = next((c for c in topic if (ord(c) & 0xFFFE) == 0xFFFE), None)
+    if ch is not None:
+        raise ValueError(
+            f"topic {topic!r} contains U+{ord(ch):04X} (a control character or Unicode "
+            "non-character), which brokers refuse"
+        )
 
 
 def _to_bytes(payload: object) -> bytes:
@@ -319,7 +340,7 @@ class Client:
         """
         if self._state != "open" or self._forked_from is not None:
             self._check_open()
-        validate_topic(topic)
+        _check_topic(topic)
         data = _to_bytes(payload)
         if len(data) > MAX_PAYLOAD:
             raise ValueError(f"payload is {len(data)} bytes; MQTT allows at most {MAX_PAYLOAD}")
@@ -370,7 +391,7 @@ class Client:
                 else:
                     topic, payload = item
                     i_qos, i_retain, i_prio, i_ttl = qos, retain, priority, ttl_d
-                validate_topic(topic)
+                _check_topic(topic)
                 data = _to_bytes(payload)
                 if len(data) > MAX_PAYLOAD:
                     raise ValueError(f"payload is {len(data)} bytes; MQTT allows {MAX_PAYLOAD}")

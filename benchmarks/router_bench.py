@@ -102,7 +102,7 @@ def run_once(kind: str, broker: MosquittoBroker, workers: int, n: int) -> tuple[
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "fieldmq", "--log-level", "WARNING", "run", "benchapp:router",
              "--broker", broker.url, "--workers", str(workers), "--http-port", str(port),
-             "--dead-letters", str(out / "dlq.db"), "--client-prefix", f"b{port}",
+             "--dead-letters", str(out / "dlq.db"), "--client-prefix", f"bench-w{workers}",
              "--prefetch", "100"], env=env, cwd=out))
         ready = lambda: _ready(port) == workers  # noqa: E731
     deadline = time.monotonic() + 60

@@ -24,6 +24,11 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050, help="port to serve on (default 8050)")
     p.add_argument("--title", default="fieldmq fleet", help="page title")
+    p.add_argument("--db", default=None,
+                   help="ingest database to show first (duckdb:PATH, a .duckdb file or "
+                        "postgresql://...); read-only")
+    p.add_argument("--no-broker", action="store_true",
+                   help="show only the database, do not subscribe to a broker")
     p.set_defaults(func=_run)
 
 
@@ -47,7 +52,24 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fieldmq dashboard: --broker: {exc}")
         return 2
     hub = Hub().start()
-    hub.connect(args.broker, group=args.group)
+    if args.db:
+        from ..ingest import SinkError, open_sink
+        from .history import load_history
+
+        try:
+            sink = open_sink(args.db, read_only=True)
+        except (SinkError, ValueError, OSError) as exc:
+            hub.close()
+            print(f"fieldmq dashboard: --db {args.db}: {exc}")
+            return 2
+        try:
+            with hub.lock:
+                n = load_history(hub.model, sink)
+        finally:
+            sink.close()
+        print(f"loaded {n} readings from {args.db}", flush=True)
+    if not args.no_broker:
+        hub.connect(args.broker, group=args.group)
     server = DashboardServer(hub, host=args.host, port=args.port, title=args.title)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

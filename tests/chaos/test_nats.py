@@ -29,9 +29,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
         yield c
 
 
-def _nats_subscriber(url: str, flt: str, name: str, ledger: Ledger) -> Client:
-    """A persistent-session MQTT 3.1.1 subscriber on one node, once it demonstrably receives."""
-    sub = Client(client_id=name, brokers=[url], protocol=4, envelope=True,
+def _nats_subscriber(urls: list[str], flt: str, name: str, ledger: Ledger) -> Client:
+    """A persistent-session MQTT 3.1.1 subscriber (on ``urls[0]`` while it is up), returned
+    once it demonstrably receives."""
+    url = urls[0]
+    sub = Client(client_id=name, brokers=urls, protocol=4, envelope=True,
                  persistent_session=True, backoff=FAST, connect_timeout=3)
     sub.subscribe(flt, ledger)
     assert sub.wait_connected(30)
@@ -59,16 +61,18 @@ def test_nats_node_in_use_killed_during_load(
     subscriber on another node (dedup by message id, carried in the 3.1.1 envelope)."""
     urls = cluster.mqtt_urls
     ledger = Ledger()
-    sub = _nats_subscriber(urls[2], f"{topic}/#", "nats-sub", ledger)
+    sub = _nats_subscriber(urls[::-1], f"{topic}/#", "nats-sub", ledger)
     try:
         with Client(client_id="nats-pub", brokers=urls, protocol=4, envelope=True,
                     store=tmp_path / "nats.db", backoff=FAST, connect_timeout=3) as pub:
             assert pub.wait_connected(30) and pub.stats()["broker"] == urls[0]
             load = Load(pub, f"{topic}/m", rate=100).start()
             assert wait_until(lambda: pub.stats()["acked"] >= 100, 30)
-            cluster.kill(0)
+            in_use = pub.stats()["broker"]
+            node = urls.index(in_use)
+            cluster.kill(node)
             t0 = time.monotonic()
-            assert wait_until(lambda: pub.stats()["broker"] in urls[1:], 60), pub.stats()
+            assert wait_until(lambda: pub.stats()["broker"] not in (None, in_use), 60)
             failover = time.monotonic() - t0
             target = pub.stats()["acked"] + 100
             assert wait_until(lambda: pub.stats()["acked"] >= target, 60), pub.stats()
@@ -77,11 +81,14 @@ def test_nats_node_in_use_killed_during_load(
             assert all(h.status == "acked" for h in handles) and stats["dropped"] == {}
         missing = ledger.wait_all(load.ids(), 60)
         assert missing == set(), len(missing)
-        print(f"chaos[4b] published={len(handles)} lost=0 failover={failover:.1f}s "
+        print(f"chaos[4b] killed=node{node} published={len(handles)} lost=0 "
+              f"failover={failover:.1f}s "
               f"duplicated={len(ledger.duplicated())}")
     finally:
         sub.close()
-        cluster.start_node(0)
+        for i in range(3):
+            if not cluster.running(i):
+                cluster.start_node(i)
         cluster.wait_ready()
 
 
@@ -92,7 +99,7 @@ def test_nats_connection_closing_message_is_dead_lettered(
     """A message NATS answers by closing the connection goes to the dead letters; the rest flows."""
     url = cluster.mqtt_urls[1]
     ledger = Ledger()
-    sub = _nats_subscriber(url, f"{topic}/#", f"poison-sub-{bad}", ledger)
+    sub = _nats_subscriber([url], f"{topic}/#", f"poison-sub-{bad}", ledger)
     try:
         with Client(client_id=f"poison-pub-{bad}", brokers=[url], protocol=4, envelope=True,
                     store=tmp_path / "p.db", backoff=FAST) as pub:

@@ -1,0 +1,217 @@
+"""The store's writer thread, a part of :class:`~fieldmq.store.queue.DurableQueue`:
+group ``fsync`` of the journal (and the waits for it), spilling messages that wait
+into the SQLite backlog, deleting acknowledged rows, writing dead letters, clock
+records and journal rotation. The queue's bookkeeping stays in ``queue.py``; this
+mixin only declares the state it shares with it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..clock import Clock
+from ..errors import StoreError, StoreFull
+from . import records
+from .base import Entry
+
+if TYPE_CHECKING:
+    from ..client.handle import PublishHandle
+    from .memory import MemoryBackend
+    from .sqlite import SQLiteBackend
+
+__all__ = ["PRIORITIES", "Writer"]
+
+log = logging.getLogger("fieldmq.store")
+
+PRIORITIES = range(10, 0, -1)
+_encode_pub = records.encode_pub
+_encode_gone = records.encode_gone
+
+
+class Writer:
+    """The writer-thread half of ``DurableQueue`` (state is created by its ``__init__``)."""
+
+    _backend: SQLiteBackend | MemoryBackend
+    _clock: Clock
+    _name: str
+    _state: str
+    durability: str
+    uid: str
+    _lock: threading.Lock
+    _durable_cond: threading.Condition
+    _wake: threading.Event
+    _urgent: threading.Event
+    _fsync_interval: float
+    _spill_after: float
+    _hot_max_bytes: int
+    _rotate_bytes: int
+    _hot: list[deque[Entry]]
+    _hot_bytes: int
+    _cold_count: list[int]
+    _inflight: dict[int, Entry]
+    _retry: deque[Entry]
+    _weak: weakref.WeakValueDictionary[int, PublishHandle]
+    _pending_delete: list[int]
+    _pending_dead: list[tuple[Entry, str]]
+    _next_seq: int
+    _last_seq: int
+    _durable_seq: int
+    _dirty: bool
+    _dirty_since: float
+    _sync_waiters: int
+    _last_clock_save: float
+    _spilled: int
+    _disk_full: bool
+    _last_error: str | None
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    # -- durability ------------------------------------------------------------
+    def wait_durable(self, seq: int, timeout: float | None) -> bool:
+        """Block until message ``seq`` survives a power cut; False on timeout."""
+        if self.durability == "process" or self._durable_seq >= seq:
+            return self._durable_seq >= seq or self.durability == "process"
+        with self._durable_cond:
+            self._sync_waiters += 1
+            self._urgent.set()
+            self._wake.set()
+            try:
+                return self._durable_cond.wait_for(
+                    lambda: self._durable_seq >= seq or self._state == "closed", timeout
+                ) and self._durable_seq >= seq
+            finally:
+                self._sync_waiters -= 1
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything accepted so far is on disk (fsync'd)."""
+        return self.wait_durable(self._last_seq, timeout)
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable_seq
+
+    # -- writer thread ---------------------------------------------------------
+    def _writer_loop(self) -> None:
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            closing = self._state != "open"
+            if self._dirty and not closing and self._sync_waiters == 0:
+                delay = self._dirty_since + self._fsync_interval - self._clock.monotonic()
+                if delay > 0:
+                    self._urgent.wait(delay)
+            self._urgent.clear()
+            try:
+                self._sync()
+                self._maintain(closing)
+                self._error_cleared()
+            except StoreError as exc:
+                self._last_error = str(exc)
+                log.error("store %s: %s", self._name, exc)
+                if closing:
+                    break
+                self._urgent.wait(1.0)
+            except Exception:  # pragma: no cover - never let the writer die silently
+                log.exception("store %s: writer failed", self._name)
+                self._urgent.wait(1.0)
+            if closing:
+                break
+
+    def _error_cleared(self) -> None:
+        if self._last_error and not self._last_error.startswith("corrupt"):
+            self._last_error = None
+
+    def _sync(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            target = self._last_seq
+            self._dirty = False
+        if self.durability != "process" or self._state != "open":
+            self._backend.sync()
+        with self._durable_cond:
+            if target > self._durable_seq:
+                self._durable_seq = target
+            self._durable_cond.notify_all()
+
+    def _maintain(self, closing: bool) -> None:
+        self._spill(closing)
+        if self._pending_delete or self._pending_dead:
+            self._flush_pending()
+        if self._backend.journal_size() > self._rotate_bytes and not closing:
+            self._rotate()
+        mono = self._clock.monotonic()
+        if mono - self._last_clock_save >= 5.0 and self._state == "open":
+            self._last_clock_save = mono
+            with self._lock:
+                self._backend.append(records.encode_clock(self.now(), self._clock.wall()))
+                self._dirty = True
+
+    def _spill(self, everything: bool) -> None:
+        limit = self.now() - self._spill_after
+        batch: list[Entry] = []
+        with self._lock:
+            over = self._hot_bytes > self._hot_max_bytes
+            for p in PRIORITIES:
+                for e in self._hot[p]:
+                    if not (everything or over or e.created <= limit):
+                        break
+                    batch.append(e)
+                    if len(batch) >= 20000:
+                        break
+        if not batch:
+            return
+        try:
+            self._backend.spill(batch)
+        except StoreFull:
+            self._disk_full = True
+            raise
+        self._disk_full = False
+        with self._lock:
+            for e in batch:
+                e.in_db = True
+                if e.done:
+                    self._pending_delete.append(e.seq)
+            for p in range(1, 11):
+                hot = self._hot[p]
+                while hot and hot[0].in_db:
+                    e = hot.popleft()
+                    self._hot_bytes -= e.size
+                    self._cold_count[p] += 1
+                    if e.handle is not None:
+                        self._weak[e.seq] = e.handle
+            self._spilled += len(batch)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            deletes, self._pending_delete = self._pending_delete, []
+            dead, self._pending_dead = self._pending_dead, []
+        try:
+            if dead:
+                self._backend.dead_letter(dead)
+            if deletes:
+                self._backend.delete(deletes)
+        except StoreError:
+            with self._lock:
+                self._pending_delete[:0] = deletes
+                self._pending_dead[:0] = dead
+            raise
+
+    def _rotate(self) -> None:
+        self._spill(True)
+        self._flush_pending()
+        with self._lock:
+            live = [e for p in PRIORITIES for e in self._hot[p] if not e.in_db]
+            live += [e for e in self._inflight.values() if not e.in_db]
+            live += [e for e in self._retry if not e.in_db]
+            chunks = [_encode_pub(e, e.topic.encode()) for e in live]
+            chunks += [_encode_gone(records.ACK, s) for s in self._pending_delete]
+            header = records.encode_header(
+                records.Header(self._next_seq, self.now(), self._clock.wall(), self.uid)
+            )
+            self._backend.rotate(header, b"".join(chunks))
+            self._durable_seq = max(self._durable_seq, self._last_seq)

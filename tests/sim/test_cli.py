@@ -76,3 +76,12 @@ def test_audit_exit_status_follows_loss(tmp_path: Path,
     assert code == 1 and "LOST 1 message(s)" in out and "lost: u-5" in out
     assert main(["audit", "--state-dir", str(tmp_path), "--json"]) == 1
     assert '"lost": 1' in capsys.readouterr().out
+
+
+def test_simulate_refuses_too_many_devices_per_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """More than 100 devices per process is refused with the --processes to use."""
+    code = main(["simulate", "--devices", "250", "--processes", "2",
+                 "--broker", "mqtt://127.0.0.1:1", "--state-dir", str(tmp_path)])
+    assert code == 2
+    assert "use --processes 3 or more" in capsys.readouterr().err

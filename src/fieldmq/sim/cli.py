@@ -76,8 +76,9 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--time-scale", type=_arg(_positive_float), default=1.0,
                      help="multiply every scenario time (0.5 runs it twice as fast)")
     sim.add_argument("--broker", help="broker URL (default: run a private mosquitto)")
-    sim.add_argument("--processes", type=_arg(_positive_int), default=1,
-                     help="worker processes to spread the devices over (default 1)")
+    sim.add_argument("--processes", type=_arg(_positive_int),
+                     help="worker processes to spread the devices over (default: one per "
+                          "100 devices)")
     sim.add_argument("--state-dir", type=Path, default=Path("fieldmq-sim"),
                      help="stores, logs and labels (default ./fieldmq-sim)")
     sim.add_argument("--overwrite", action="store_true",

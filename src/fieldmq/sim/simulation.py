@@ -47,6 +47,11 @@ __all__ = ["FleetStatus", "Simulation", "SimulationConfig", "SimulationError",
 
 log = logging.getLogger("fieldmq.sim")
 
+# fieldmq.Client waits on its socket with select(), which fails for descriptors >= 1024
+# (FD_SETSIZE); each client holds about 9 (socket, wake pipe, SQLite + WAL + shm,
+# journal, lock), so one process stays below that with at most this many devices.
+MAX_DEVICES_PER_PROCESS = 100
+
 _OUR_FILES = ("accepted-*.db*", "received.db*", "labels.jsonl", "summary.json")
 _OUR_DIRS = ("stores", "audit", "broker")
 
@@ -67,7 +72,7 @@ class SimulationConfig:
     duration: float | None = None
     scenario: Scenario | None = None
     broker: str | None = None
-    processes: int = 1
+    processes: int | None = None
     topic_group: str = "fleet"
     client_prefix: str = "sim"
     anomalies: bool = True
@@ -81,7 +86,7 @@ class SimulationConfig:
     worker_log_level: int = logging.WARNING
 
     def __post_init__(self) -> None:
-        if self.processes < 1:
+        if self.processes is not None and self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes!r}")
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration must be > 0 s, got {self.duration!r}")
@@ -190,6 +195,18 @@ class Simulation:
                 f"scenario {self.scenario.name!r} has a step at {self.scenario.end:g} s, "
                 f"after the end of the run ({config.run_length:g} s); give a longer --duration"
             )
+        per = -(-len(self.fleet) // MAX_DEVICES_PER_PROCESS)
+        if config.processes is None:
+            self.processes = per
+        elif len(self.fleet) / config.processes > MAX_DEVICES_PER_PROCESS:
+            raise ValueError(
+                f"{len(self.fleet)} devices in {config.processes} process(es) is more than "
+                f"{MAX_DEVICES_PER_PROCESS} per process: each fieldmq.Client holds ~9 file "
+                "descriptors and waits on them with select(), which cannot go past 1024; "
+                f"use --processes {per} or more"
+            )
+        else:
+            self.processes = config.processes
         self.groups = sorted({d.group for d in self.fleet})
         for step in check_groups(self.scenario, self.groups):
             log.warning("scenario step %r at %gs targets no device of this fleet; skipped",
@@ -273,7 +290,7 @@ class Simulation:
 
     def _start_workers(self, brokers: dict[str, str]) -> None:
         cfg = self.config
-        parts = split(self.fleet, cfg.processes)
+        parts = split(self.fleet, self.processes)
         t0 = time.time()
         configs = [WorkerConfig(
             index=i, devices=tuple(p), brokers=brokers, state_dir=str(self.state_dir), t0=t0,
@@ -281,7 +298,7 @@ class Simulation:
             anomalies=cfg.anomalies, label_payload=cfg.label_payload, rate=cfg.rate,
             keepalive=cfg.keepalive, max_backoff=cfg.max_backoff, log_level=cfg.worker_log_level,
         ) for i, p in enumerate(parts)]
-        if cfg.processes == 1:
+        if self.processes == 1:
             self._events = queue.Queue()
             for wc in configs:
                 q: queue.Queue[Any] = queue.Queue()
@@ -307,6 +324,14 @@ class Simulation:
                 kind, index, data = self._events.get(timeout=max(0.0, left)) if left > 0 else (
                     self._events.get_nowait())
             except queue.Empty:
+                for i, proc in enumerate(self._procs):
+                    if i not in self._done and not proc.is_alive():
+                        code = getattr(proc, "exitcode", None)
+                        raise SimulationError(
+                            f"simulator worker {i} ended before finishing (exit code {code}); "
+                            "a script that uses --processes must guard its entry point with "
+                            "if __name__ == '__main__'" if code else
+                            f"simulator worker {i} ended before finishing") from None
                 return
             if kind == "snapshot":
                 self._snapshots[index] = data

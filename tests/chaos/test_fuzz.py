@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,18 @@ def test_fuzzed_publish_raises_only_documented_errors(
               f"accepted_qos12={len(accepted)} dropped={stats['dropped']} delivered_after=yes")
     finally:
         sub.close()
+
+
+@pytest.mark.parametrize("bad", ["a\x01b", "a\x1fb", "a\x7fb", "a\x9ab", "a\ufdd0", "a\uffff",
+                                 "a\U0001fffe"])
+def test_topics_brokers_refuse_are_rejected_at_publish(tmp_path: Path, bad: str) -> None:
+    """Control characters and Unicode non-characters in a topic raise ValueError at publish()."""
+    with Client(client_id="fz-bad", brokers=["mqtt://127.0.0.1:9"], store=tmp_path / "b.db",
+                backoff=FAST) as c:
+        with pytest.raises(ValueError, match="U\\+"):
+            c.publish(bad, b"x")
+        with pytest.raises(ValueError, match="item 0"):
+            c.publish_many([(bad, b"x")])
+        assert c.stats()["queued"] == 0
+        c.publish("a/\u00e9/\U0001f600", b"fine")  # other non-ASCII is fine
+        assert c.stats()["queued"] == 1

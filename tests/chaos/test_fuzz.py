@@ -17,7 +17,6 @@ from fieldmq.testing import MosquittoBroker
 DOCUMENTED = (ValueError, TypeError, StoreFull)
 
 
-
 def mostly(valid: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """``valid`` three times out of four, else ``other``: most calls get far enough to send."""
     return st.integers(0, 3).flatmap(lambda k: other if k == 0 else valid)

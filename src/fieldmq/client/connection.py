@@ -44,10 +44,12 @@ __all__ = ["NetLoop"]
 log = logging.getLogger("fieldmq.client")
 
 #: A connection lost before the broker acknowledged anything while several messages
-#: were in flight makes the client cautious: those messages are then sent one at a
-#: time, so a later loss points at exactly one message. A message that was the only
-#: one in flight on this many consecutive such losses is taken for the cause (a broker
-#: that closes the connection on it, e.g. NATS on a topic with '.') and dead-lettered.
+#: were in flight makes the client cautious until that many messages were acknowledged:
+#: each connection then starts by sending one message alone and opens the window by
+#: one per acknowledgement (slow start), so a loss before any ack points at exactly one
+#: message. A message that was the only one in flight on this many consecutive such
+#: losses is taken for the cause (a broker that closes the connection on it, e.g. NATS
+#: on a topic with '.') and dead-lettered.
 POISON_AFTER = 3
 POISON_REASON = "broker:closed the connection on this message"
 
@@ -86,7 +88,7 @@ class NetLoop:
         self._pending_acks: list[tuple[int, int, int]] = []
         self._generation = 0
         self._acks_on_conn = 0
-        self._cautious = 0  # how many more messages to send one at a time
+        self._cautious = 0  # acks still to see before the window opens fully again
         self._suspect_seq = 0
         self._suspect_losses = 0
         self._tick = 1.0
@@ -487,7 +489,9 @@ class NetLoop:
         self._close_paho()
 
     def _window(self) -> int:
-        return 1 if self._cautious > 0 else self.s.window
+        if self._cautious > 0:
+            return min(self.s.window, 1 + self._acks_on_conn)
+        return self.s.window
 
     def _check_poison(self) -> None:
         """Called when a connection is lost: find and dead-letter a message the broker
@@ -497,8 +501,8 @@ class NetLoop:
             return
         sent = list(self._by_mid.values())
         if len(sent) != 1:
-            # Several messages and no ack: any of them may be the cause. Send them
-            # one at a time until each was acknowledged or found out.
+            # Several messages and no ack: any of them may be the cause. Be cautious
+            # (see POISON_AFTER) until as many were acknowledged or found out.
             self._cautious = max(self._cautious, len(sent))
             return
         e = sent[0]

@@ -70,8 +70,8 @@ def test_nats_node_in_use_killed_during_load(
             assert wait_until(lambda: pub.stats()["acked"] >= 100, 30)
             in_use = pub.stats()["broker"]
             node = urls.index(in_use)
-            cluster.kill(node)
             t0 = time.monotonic()
+            cluster.kill(node)
             assert wait_until(lambda: pub.stats()["broker"] not in (None, in_use), 60)
             failover = time.monotonic() - t0
             target = pub.stats()["acked"] + 100

@@ -20,8 +20,9 @@ _ids = itertools.count()
 def brokers(
     mosquitto_factory: Callable[..., MosquittoBroker],
 ) -> tuple[MosquittoBroker, MosquittoBroker]:
-    """A local and an upstream mosquitto."""
-    return mosquitto_factory(), mosquitto_factory()
+    """A local and an upstream mosquitto that log subscriptions (see ``subscribed``)."""
+    return (mosquitto_factory(extra_config="log_type subscribe"),
+            mosquitto_factory(extra_config="log_type subscribe"))
 
 
 @pytest.fixture

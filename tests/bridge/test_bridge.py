@@ -38,8 +38,15 @@ def _data(col: Collector) -> list[str]:
     return [m.topic for m in list(col.messages) if not m.topic.endswith("__probe")]
 
 
-def _ready(bridge: Bridge) -> None:
+def _ready(bridge: Bridge, local: MosquittoBroker, upstream: MosquittoBroker) -> None:
+    """Wait until the bridge is connected and both brokers logged its subscriptions."""
     assert bridge.local.wait_connected(10) and bridge.upstream.wait_connected(10)
+    cfg = bridge.config
+    for broker, client, maps in ((local, bridge.local, cfg.forward),
+                                 (upstream, bridge.upstream, cfg.reverse)):
+        lines = [f"{client.client_id} {max(1, m.qos)} {m.source}" for m in maps]
+        assert wait_until(lambda b=broker, ls=lines: all(
+            line in b.log_path.read_text() for line in ls), 10), lines
 
 
 def _payloads(col: Collector) -> list[bytes]:
@@ -58,7 +65,7 @@ def test_forward_rewrites_topics_and_keeps_ids_and_properties(
         "forward": [{"name": "tel", "from": f"{topic}/+/data/#", "to": f"up/{topic}/+/d/#"}],
         "reverse": [{"name": "cmd", "from": f"cmd/{topic}/#", "to": f"{topic}/cmd/#"}],
     })
-    _ready(bridge)
+    _ready(bridge, local, up)
     upcol = _subscribe(make_client, up.url, f"up/{topic}/#")
     cmdcol = _subscribe(make_client, local.url, f"{topic}/cmd/#")
     pub = make_client(local.url)
@@ -88,7 +95,7 @@ def test_upstream_stopped_during_load_loses_nothing(
     delivered. That is the broker's loss, not the bridge's (docs/bridge.md)."""
     local, up = brokers
     bridge = make_bridge({"forward": [{"from": f"{topic}/#", "to": f"up/{topic}/#"}]})
-    _ready(bridge)
+    _ready(bridge, local, up)
     # a persistent session: the subscription and its queue outlive the broker's restart
     upcol = _subscribe(make_client, up.url, f"up/{topic}/#", persistent_session=True)
     pub = make_client(local.url)
@@ -130,7 +137,7 @@ def test_bandwidth_cap_holds_back_sending_and_sends_high_priority_first(
             {"name": "bulk", "from": f"{topic}/bulk/#", "priority": 1},
         ],
     })
-    _ready(bridge)
+    _ready(bridge, local, up)
     upcol = _subscribe(make_client, up.url, f"{topic}/#")
     pub = make_client(local.url)
     n_bulk, n_alarm = 45, 5
@@ -153,6 +160,27 @@ def test_bandwidth_cap_holds_back_sending_and_sends_high_priority_first(
     assert max(alarms) < last_bulk, topics
 
 
+def _count(bridge: Bridge, name: str, event: str) -> int:
+    return int(bridge.stats()["mappings"].get(name, {}).get(event, 0))
+
+
+def _exchange_until_bridged(
+    side_a: tuple[Client, str, Callable[[], int]], side_b: tuple[Client, str, Callable[[], int]],
+) -> tuple[int, int]:
+    """Publish on both sides (client, topic, forwarded-counter) until something went through
+    each way: a bridge's SUBSCRIBE may still be on its way when it reports connected.
+    Returns how many messages were published on each side."""
+    published = [0, 0]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for i, (client, topic, _) in enumerate((side_a, side_b)):
+            client.publish(topic, str(published[i]))
+            published[i] += 1
+        if wait_until(lambda: side_a[2]() >= 1 and side_b[2]() >= 1, 0.3):
+            return published[0], published[1]
+    raise AssertionError("the bridges never forwarded")
+
+
 def test_bridge_pair_in_both_directions_does_not_loop(
     brokers: Brokers, make_bridge: Callable[..., Bridge], make_client: Callable[..., Client],
     topic: str,
@@ -163,25 +191,32 @@ def test_bridge_pair_in_both_directions_does_not_loop(
     flt = f"{topic}/data/#"
     a = make_bridge({"forward": [{"name": "a", "from": flt}]})
     b = make_bridge({"forward": [{"name": "b", "from": flt}]}, urls=(cloud.url, site.url))
-    _ready(a)
-    _ready(b)
+    _ready(a, site, cloud)
+    _ready(b, cloud, site)
     site_col = _subscribe(make_client, site.url, f"{topic}/#")  # probes are not bridged
     cloud_col = _subscribe(make_client, cloud.url, f"{topic}/#")
+    site_pub, cloud_pub = make_client(site.url), make_client(cloud.url)
+    n_site, n_cloud = _exchange_until_bridged(
+        (site_pub, f"{topic}/data/warm-site", lambda: _count(a, "a", "forwarded")),
+        (cloud_pub, f"{topic}/data/warm-cloud", lambda: _count(b, "b", "forwarded")))
     for i in range(10):
-        make_client(site.url).publish(f"{topic}/data/from-site", str(i))
-        make_client(cloud.url).publish(f"{topic}/data/from-cloud", str(i))
-    assert site_col.wait_for(lambda _: len(_data(site_col)) >= 20)
-    assert cloud_col.wait_for(lambda _: len(_data(cloud_col)) >= 20)
+        site_pub.publish(f"{topic}/data/from-site", str(i))
+        cloud_pub.publish(f"{topic}/data/from-cloud", str(i))
 
-    def loops(bridge: Bridge, name: str) -> int:
-        return int(bridge.stats()["mappings"].get(name, {}).get("loops", 0))
+    def settled() -> bool:
+        fa, fb = _count(a, "a", "forwarded"), _count(b, "b", "forwarded")
+        # every message one bridge forwards is seen by the other and refused, no more
+        return (fa >= 11 and fb >= 11 and _count(a, "a", "loops") == fb
+                and _count(b, "b", "loops") == fa
+                and len(_data(site_col)) == n_site + 10 + fb
+                and len(_data(cloud_col)) == n_cloud + 10 + fa)
 
-    # each bridge sees the other's 10 forwarded messages and refuses to send them back
-    assert wait_until(lambda: loops(a, "a") == 10 and loops(b, "b") == 10)
+    assert wait_until(settled), (a.stats()["mappings"], b.stats()["mappings"])
     assert a.upstream.drain(5) and b.upstream.drain(5)
-    assert len(_data(site_col)) == 20 and len(_data(cloud_col)) == 20
-    assert a.stats()["mappings"]["a"]["forwarded"] == 10
-    assert b.stats()["mappings"]["b"]["forwarded"] == 10
+    assert settled()
+    for col, other in ((cloud_col, "from-site"), (site_col, "from-cloud")):
+        got = sorted(m.payload for m in col.messages if m.topic.endswith(other))
+        assert got == sorted(str(i).encode() for i in range(10))
 
 
 def test_one_bridge_both_ways_on_overlapping_topics_does_not_echo(
@@ -192,23 +227,21 @@ def test_one_bridge_both_ways_on_overlapping_topics_does_not_echo(
     local, up = brokers
     bridge = make_bridge({"forward": [{"name": "f", "from": f"{topic}/data/#"}],
                           "reverse": [{"name": "r", "from": f"{topic}/data/#"}]})
-    _ready(bridge)
+    _ready(bridge, local, up)
     lcol = _subscribe(make_client, local.url, f"{topic}/#")
     ucol = _subscribe(make_client, up.url, f"{topic}/#")
-    make_client(local.url).publish(f"{topic}/data/up", b"1")
-    make_client(up.url).publish(f"{topic}/data/down", b"2")
-    m = bridge.stats()["mappings"]
+    n_local, n_up = _exchange_until_bridged(
+        (make_client(local.url), f"{topic}/data/up", lambda: _count(bridge, "f", "forwarded")),
+        (make_client(up.url), f"{topic}/data/down", lambda: _count(bridge, "r", "forwarded")))
 
     def settled() -> bool:
-        m.update(bridge.stats()["mappings"])
-        return m.get("f", {}).get("loops", 0) == 1 and m.get("r", {}).get("loops", 0) == 1
+        f, r = _count(bridge, "f", "forwarded"), _count(bridge, "r", "forwarded")
+        return (_count(bridge, "f", "loops") == r and _count(bridge, "r", "loops") == f
+                and len(_data(lcol)) == n_local + r and len(_data(ucol)) == n_up + f)
 
-    assert wait_until(settled), (m, [x.topic for x in lcol.messages],
-                                 [x.topic for x in ucol.messages])
+    assert wait_until(settled), bridge.stats()["mappings"]
     assert bridge.local.drain(5) and bridge.upstream.drain(5)
-    local_topics = sorted(t.rsplit("/", 1)[1] for t in _data(lcol))
-    up_topics = sorted(t.rsplit("/", 1)[1] for t in _data(ucol))
-    assert local_topics == up_topics == ["down", "up"]
+    assert settled()
 
 
 def test_rollup_summaries_are_correct(
@@ -221,7 +254,7 @@ def test_rollup_summaries_are_correct(
         {"name": "r", "from": f"{topic}/+/temp", "to": f"up/{topic}/+/temp1s",
          "rollup": {"interval": 0.5, "field": "c"}},
     ]})
-    _ready(bridge)
+    _ready(bridge, local, up)
     col = _subscribe(make_client, up.url, f"up/{topic}/#")
     pub = make_client(local.url)
     values = {"a": [3.0, -1.5, 10.0, 4.0, 2.5, 7.0], "b": [100.0, 50.0]}
@@ -266,7 +299,8 @@ def test_store_full_keeps_messages_unacknowledged_until_there_is_room(
     up.stop()  # the subscriber's session and its queue are saved
     bridge = make_bridge({"upstream": {"max_messages": 20},
                           "forward": [{"from": f"{topic}/#"}]})
-    assert bridge.local.wait_connected(10)
+    line = f"{bridge.local.client_id} 1 {topic}/#"
+    assert wait_until(lambda: line in local.log_path.read_text(), 10)
     pub = make_client(local.url)
     for i in range(50):
         pub.publish(f"{topic}/x", str(i))

@@ -144,7 +144,11 @@ rollup = {{ interval = 0.5 }}
                 if m.topic.endswith("/summary") and not dedup.seen(m.message_id)]
 
     assert col.wait_for(lambda _: expected <= raw(), 60), f"missing {len(expected - raw())}"
-    assert col.wait_for(lambda _: sum(s["count"] for s in summaries()) >= len(values), 30)
+    assert col.wait_for(lambda _: sum(s["count"] for s in summaries()) >= len(values), 30), (
+        sum(s["count"] for s in summaries()),
+        [(s["start"], s["count"], s["min"], s["max"]) for s in summaries()],
+        [(m.message_id, m.json()["start"], m.json()["count"]) for m in col.messages
+         if m.topic.endswith("/summary")])
     ss = summaries()
     assert sum(s["count"] for s in ss) == len(values), proc.output()[-2000:]
     assert abs(sum(s["mean"] * s["count"] for s in ss) - sum(values)) < 1e-6
@@ -174,7 +178,7 @@ def test_check_prints_the_mappings(tmp_path: Path) -> None:
                         "--to", "mqtts://h2", "--config", str(cfg), "--check"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "bridge gw: mqtt://h1 (h1:1883) -> mqtts://h2 (h2:8883)" in r.stdout
+    assert "bridge gw: mqtt://h1:1883 (h1:1883) -> mqtts://h2:8883 (h2:8883)" in r.stdout
     assert "forward forward-1: a/# -> up/a/# qos=1 priority=8" in r.stdout
     assert "reverse cmd: cmd/gw/# <- cmd/# qos=1 priority=5" in r.stdout
 

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from ..client.client import Client
-from ..client.config import Limits
+from ..client.config import Limits, parse_broker_url
 from ..client.identity import ID_PROPERTY, wrap
 from ..client.message import Message
 from ..errors import FieldmqError, StoreError, StoreFull
@@ -158,7 +158,8 @@ class Bridge:
         self._ticker.start()
         self._state = "running"
         log.info("bridge %s: %s (%s) -> %s (%s), %d forward and %d reverse mappings%s; "
-                 "state in %s", cfg.id, cfg.local.url, cfg.local.broker_name, cfg.upstream.url,
+                 "state in %s", cfg.id, _safe(cfg.local.url), cfg.local.broker_name,
+                 _safe(cfg.upstream.url),
                  cfg.upstream.broker_name, len(cfg.forward), len(cfg.reverse),
                  f", cap {cfg.rate_limit.bytes_per_second:g} B/s" if cfg.rate_limit else "",
                  self.state_dir)
@@ -199,12 +200,18 @@ class Bridge:
         log.info("bridge %s stopped", self.config.id)
 
     def _close_parts(self, timeout: float = 2.0) -> None:
-        # Local first: no new forward messages arrive while the upstream drains.
+        # Commit rollup state and queue its acks while the local connection can send them;
+        # then close the local side, so nothing new arrives while the upstream drains.
+        if self._rollups is not None:
+            try:
+                self._rollups.flush()
+            except FieldmqError as exc:
+                log.error("bridge %s: %s", self.config.id, exc)
         if self._local is not None:
             self._local.close(timeout=0.5)
         if self._rollups is not None:
             try:
-                self._rollups.close()
+                self._rollups.close()  # anything that arrived meanwhile: committed, redelivered
             except FieldmqError as exc:
                 log.error("bridge %s: %s", self.config.id, exc)
         if self._upstream is not None:
@@ -383,6 +390,11 @@ class Bridge:
 
     def __repr__(self) -> str:
         return f"Bridge(id={self.config.id!r}, {self._state})"
+
+
+def _safe(url: str | None) -> str:
+    """A broker URL for logs: no password."""
+    return str(parse_broker_url(url)) if url else "?"
 
 
 def _first_match(mappings: Sequence[BridgeMapping], topic: str) -> BridgeMapping | None:

@@ -70,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_mappings(cfg: BridgeConfig) -> None:
-    print(f"bridge {cfg.id}: {cfg.local.url} ({cfg.local.broker_name}) -> "
-          f"{cfg.upstream.url} ({cfg.upstream.broker_name})")
+    from ..client.config import parse_broker_url
+
+    lo, up = (str(parse_broker_url(u)) for u in (cfg.local.url, cfg.upstream.url))
+    print(f"bridge {cfg.id}: {lo} ({cfg.local.broker_name}) -> {up} "
+          f"({cfg.upstream.broker_name})")
     for m in cfg.mappings:
         arrow = "->" if m.direction == "forward" else "<-"
         extra = f" rollup every {m.rollup.interval:g}s of {m.rollup.field}" if m.rollup else ""
@@ -82,7 +85,7 @@ def _print_mappings(cfg: BridgeConfig) -> None:
 def _service(cfg: BridgeConfig, state_dir: Path) -> Any:
     """The runtime Service: lock, online/offline status and heartbeats on the local
     broker, systemd READY/WATCHDOG/STOPPING, SIGTERM/SIGINT handling."""
-    from ..runtime.config import ServiceConfig
+    from ..runtime.config import ServiceConfig, WatchdogSettings
     from ..runtime.service import Service
 
     link = cfg.local
@@ -93,6 +96,8 @@ def _service(cfg: BridgeConfig, state_dir: Path) -> Any:
         brokers=(link.url,), username=link.username, password=link.password,
         protocol=link.protocol, keepalive=link.keepalive, state_dir=state_dir, store="memory",
         heartbeat_interval=cfg.heartbeat_interval,
+        # the watchdog is fed only while the bridge's ticker makes progress (beat() below)
+        watchdog=WatchdogSettings(beat_timeout=30.0),
         tls_ca_file=Path(tls.ca_file) if tls and tls.ca_file else None,
         tls_cert_file=Path(tls.cert_file) if tls and tls.cert_file else None,
         tls_key_file=Path(tls.key_file) if tls and tls.key_file else None,

@@ -38,11 +38,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_full_filesystem_raises_storefull_and_recovers(
     small_disk: Path, mosquitto: MosquittoBroker, topic: str
 ) -> None:
-    """ENOSPC: publish() raises StoreFull, nothing stored is damaged, space back = accepted again.
-
-    Space comes back in two steps: a little (new messages are accepted again, but the
-    backlog cannot be written, so reopening the store raises StoreFull: recovery copies
-    the journal into SQLite), then enough (the store opens and everything is delivered)."""
+    """ENOSPC: publish() raises StoreFull, nothing stored is damaged; accepted again with space."""
+    # Space comes back in two steps: a little (new messages are accepted again, but the
+    # backlog cannot be written, so reopening the store raises StoreFull: recovery copies
+    # the journal into SQLite), then enough (the store opens and everything is delivered).
     mosquitto.stop()  # messages must wait in the store
     big, small = small_disk / "filler-big", small_disk / "filler-small"
     big.write_bytes(b"\0" * 13 * 1024 * 1024)

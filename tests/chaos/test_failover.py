@@ -1,4 +1,9 @@
-"""Matrix item 4a: three mosquitto brokers; the one in use is killed, twice."""
+"""Matrix item 4a: three mosquitto brokers; the one in use is killed, twice.
+
+Measured as in item 1: every handle acked by some broker's PUBACK, nothing dropped,
+drained and connected to the third broker; receipt (subscribers on all three, dedup by
+message id) is strict for what was published after the last kill, and what mosquitto
+lost by being SIGKILLed before that is reported."""
 
 from __future__ import annotations
 
@@ -14,11 +19,7 @@ from helpers import wait_until
 def test_failover_across_three_mosquittos(
     mosquitto_factory: Callable[..., MosquittoBroker], tmp_path: Path, topic: str
 ) -> None:
-    """The broker in use is SIGKILLed twice under load: the client moves on, 0 lost client-side.
-
-    Measured as in item 1: every handle acked by some broker's PUBACK, nothing dropped,
-    drained and connected to the third broker; receipt (subscribers on all three,
-    dedup by message id) is strict for what was published after the last kill."""
+    """The broker in use is SIGKILLed twice under load: the client moves on, 0 lost client-side."""
     brokers = [mosquitto_factory() for _ in range(3)]
     ledger = Ledger()
     subs = [subscriber(b.url, f"{topic}/#", f"fo-sub-{i}", ledger) for i, b in enumerate(brokers)]

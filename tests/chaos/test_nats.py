@@ -1,6 +1,10 @@
 """Matrix items 4b and 8 (the connection-closing case) on a real 3-node NATS cluster
 serving MQTT 3.1.1 (QoS 0/1): node failover with a persistent-session subscriber, and
-a message the broker answers by closing the connection."""
+a message the broker answers by closing the connection.
+
+NATS acknowledges a QoS 1 PUBLISH after JetStream stored it (R3), so here the
+end-to-end count is strict: every published message reaches the persistent-session
+subscriber (dedup by message id, carried in the 3.1.1 envelope)."""
 
 from __future__ import annotations
 
@@ -54,11 +58,7 @@ def _nats_subscriber(urls: list[str], flt: str, name: str, ledger: Ledger) -> Cl
 def test_nats_node_in_use_killed_during_load(
     cluster: NatsCluster, tmp_path: Path, topic: str
 ) -> None:
-    """Node in use SIGKILLed under load; client fails over (no CONNACK = failed); 0 lost end to end.
-
-    NATS acknowledges a QoS 1 PUBLISH after JetStream stored it (R3), so here the
-    end-to-end count is strict: every published message reaches the persistent-session
-    subscriber on another node (dedup by message id, carried in the 3.1.1 envelope)."""
+    """Node in use SIGKILLed under load: client fails over (no CONNACK = failed); 0 lost e2e."""
     urls = cluster.mqtt_urls
     ledger = Ledger()
     sub = _nats_subscriber(urls[::-1], f"{topic}/#", "nats-sub", ledger)

@@ -130,6 +130,7 @@ class AuditSubscriber:
         store: str | Path,
         topic_group: str = "fleet",
         client_id: str = "fieldmq-sim-audit",
+        protocol: int = 5,
     ) -> None:
         self.topic_group = topic_group
         self.log = ReceivedLog(log_path)
@@ -139,7 +140,8 @@ class AuditSubscriber:
         try:
             self.client = Client(client_id=client_id, brokers=[broker], store=store,
                                  persistent_session=True, keepalive=10,
-                                 backoff=Backoff(initial=0.2, maximum=1.0))
+                                 backoff=Backoff(initial=0.2, maximum=1.0),
+                                 protocol=5 if protocol == 5 else 4)
         except BaseException:
             self.log.close()
             raise

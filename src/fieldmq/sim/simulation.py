@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import quote
 
 from ..client.config import parse_broker_url
 from ..testing.broker import MosquittoBroker
@@ -56,6 +57,25 @@ _OUR_FILES = ("accepted-*.db*", "received.db*", "labels.jsonl", "summary.json")
 _OUR_DIRS = ("stores", "audit", "broker")
 
 
+class ManagedBroker(Protocol):
+    """A broker the simulator starts, stops and kills (``MosquittoBroker`` by default;
+    ``SimulationConfig.broker_factory`` supplies another, e.g. the demo's amqtt)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self, timeout: float = 10.0) -> object: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    def kill(self, timeout: float = 10.0) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class SimulationError(RuntimeError):
     """The simulation could not run (bad setup, a worker died)."""
 
@@ -72,6 +92,12 @@ class SimulationConfig:
     duration: float | None = None
     scenario: Scenario | None = None
     broker: str | None = None
+    broker_factory: Callable[[Path], ManagedBroker] | None = None
+    protocol: int = 5
+    keep_broker: bool = False  # leave the private broker running after run() (caller stops it)
+    # Called with the broker URL once it runs and before any device starts, e.g. to
+    # subscribe consumers that must not miss the first messages.
+    on_broker_ready: Callable[[str], None] | None = None
     processes: int | None = None
     topic_group: str = "fleet"
     client_prefix: str = "sim"
@@ -94,6 +120,8 @@ class SimulationConfig:
             raise ValueError(f"max_backoff must be > 0 s, got {self.max_backoff!r}")
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
+        if self.protocol not in (4, 5):
+            raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5, got {self.protocol!r}")
         if self.scenario is not None and self.scenario.needs_broker and self.broker:
             raise ValueError(
                 f"scenario {self.scenario.name!r} stops or kills the broker, so the simulator "
@@ -149,6 +177,17 @@ class SimulationResult:
             "reconnects": self.status.reconnects,
             "state_dir": str(self.state_dir),
         }
+
+
+def _via(proxy: FaultProxy, url: str) -> str:
+    """The proxy's URL with the broker URL's credentials (a broker may require a login)."""
+    target = parse_broker_url(url)
+    if not target.username:
+        return proxy.url
+    user = quote(target.username, safe="")
+    if target.password:
+        user += ":" + quote(target.password, safe="")
+    return f"mqtt://{user}@127.0.0.1:{proxy.port}"
 
 
 def audit_state_dir(state_dir: str | Path, *, late_after: float = 10.0) -> AuditReport:
@@ -211,7 +250,7 @@ class Simulation:
         for step in check_groups(self.scenario, self.groups):
             log.warning("scenario step %r at %gs targets no device of this fleet; skipped",
                         step.label, step.at)
-        self.broker: MosquittoBroker | None = None
+        self.broker: ManagedBroker | None = None
         self.proxies: dict[str, FaultProxy] = {}
         self.faults: dict[str, str] = {}
         self.history: list[tuple[float, str]] = []
@@ -274,7 +313,8 @@ class Simulation:
     def _start_network(self) -> tuple[str, dict[str, str]]:
         cfg = self.config
         if cfg.broker is None:
-            self.broker = MosquittoBroker(workdir=self.state_dir / "broker")
+            factory = cfg.broker_factory or (lambda d: MosquittoBroker(workdir=d))
+            self.broker = factory(self.state_dir / "broker")
             self.broker.start()
             url = self.broker.url
         else:
@@ -285,7 +325,8 @@ class Simulation:
             target = parse_broker_url(url)
             for g in wanted:
                 self.proxies[g] = FaultProxy((target.host, target.port)).start()
-        brokers = {g: self.proxies[g].url if g in self.proxies else url for g in self.groups}
+        brokers = {g: _via(self.proxies[g], url) if g in self.proxies else url
+                   for g in self.groups}
         return url, brokers
 
     def _start_workers(self, brokers: dict[str, str]) -> None:
@@ -297,6 +338,7 @@ class Simulation:
             topic_group=cfg.topic_group, client_prefix=cfg.client_prefix,
             anomalies=cfg.anomalies, label_payload=cfg.label_payload, rate=cfg.rate,
             keepalive=cfg.keepalive, max_backoff=cfg.max_backoff, log_level=cfg.worker_log_level,
+            protocol=cfg.protocol,
         ) for i, p in enumerate(parts)]
         if self.processes == 1:
             self._events = queue.Queue()
@@ -375,10 +417,12 @@ class Simulation:
         schedule: FaultSchedule | None = None
         try:
             url, brokers = self._start_network()
+            if cfg.on_broker_ready is not None:
+                cfg.on_broker_ready(url)
             subscriber = AuditSubscriber(
                 broker=url, log_path=self.state_dir / "received.db",
                 store=self.state_dir / "audit" / "store.db", topic_group=cfg.topic_group,
-                client_id=f"{cfg.client_prefix}-audit").start()
+                client_id=f"{cfg.client_prefix}-audit", protocol=cfg.protocol).start()
             self._t_start = time.monotonic()
             self._start_workers(brokers)
             schedule = FaultSchedule([(s.at, self._action(s)) for s in self.scenario.steps],
@@ -475,6 +519,6 @@ class Simulation:
             subscriber.close()
         for proxy in self.proxies.values():
             proxy.close()
-        if self.broker is not None:
+        if self.broker is not None and not self.config.keep_broker:
             self.broker.stop()
             self.broker = None

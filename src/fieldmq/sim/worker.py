@@ -65,6 +65,7 @@ class WorkerConfig:
     keepalive: float = 10.0
     max_backoff: float = 5.0
     log_level: int = logging.WARNING
+    protocol: int = 5  # 4 (MQTT 3.1.1) sends message ids in the fieldmq envelope
 
 
 @dataclass(slots=True)
@@ -154,6 +155,8 @@ class Worker:
                 keepalive=self.cfg.keepalive,
                 backoff=Backoff(initial=min(0.5, self.cfg.max_backoff),
                                 maximum=self.cfg.max_backoff),
+                protocol=5 if self.cfg.protocol == 5 else 4,
+                envelope=self.cfg.protocol != 5,
             )
         except BaseException as exc:  # reported on the scheduler thread
             self._started.put((dev, exc))

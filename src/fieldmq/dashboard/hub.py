@@ -48,6 +48,14 @@ class Hub:
     def on_message(self, msg: Message) -> None:
         self.apply(msg.topic, msg.payload)
 
+    def local_status(self, device: str, group: str, *, queued: int, inflight: int,
+                     connected: bool, reconnects: int) -> None:
+        """See :meth:`FleetModel.local_status`."""
+        with self.lock:
+            self.model.local_status(device, group, self._clock(), queued=queued,
+                                    inflight=inflight, connected=connected,
+                                    reconnects=reconnects)
+
     def set_audit(self, audit: dict[str, Any]) -> None:
         with self.lock:
             self.model.set_audit(audit)

@@ -180,6 +180,20 @@ class FleetModel:
         self._row(state, now)
         return True
 
+    def local_status(self, device: str, group: str, now: float, *, queued: int,
+                     inflight: int, connected: bool, reconnects: int) -> None:
+        """A device's client state known locally (the demo's simulator knows it even while
+        the broker is down and devices cannot report): same effect as a health status."""
+        state = self.devices.get(device)
+        if state is None:
+            state = self.devices[device] = DeviceState(device=device, group=group)
+        changed = (state.queue_depth, state.inflight, state.online, state.reconnects) != (
+            queued, inflight, connected, reconnects)
+        state.queue_depth, state.inflight = queued, inflight
+        state.online, state.reconnects = connected, reconnects
+        if changed:
+            self._row(state, now)
+
     def _row(self, state: DeviceState, now: float) -> None:
         self._updates.append({"type": "device", "row": state.row(now, self.stale_after)})
 

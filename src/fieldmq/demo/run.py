@@ -147,9 +147,17 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> DemoResult:
     ))
     result_box: dict[str, Any] = {}
 
+    def progress(st: Any) -> None:
+        result_box["st"] = st
+        # Device queues are known here even while the broker is down (devices cannot
+        # report then): the dashboard shows them filling and draining live.
+        for device, d in sim.device_states().items():
+            hub.local_status(device, "fleet", queued=d.queued, inflight=d.inflight,
+                             connected=d.connected, reconnects=d.reconnects)
+
     def simulate() -> None:
         try:
-            result_box["result"] = sim.run(progress=lambda st: result_box.__setitem__("st", st))
+            result_box["result"] = sim.run(progress=progress)
         except BaseException as exc:  # reported by the main thread
             result_box["error"] = exc
 

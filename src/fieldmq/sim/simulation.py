@@ -405,6 +405,15 @@ class Simulation:
             st.faults = sorted(self.faults.values())
         return st
 
+    def device_states(self) -> dict[str, Any]:
+        """The latest known state of each device client (queued, inflight, connected,
+        reconnects...), as the simulator itself sees it: live even while the broker is
+        down and the devices cannot report."""
+        out: dict[str, Any] = {}
+        for snap in list(self._snapshots.values()):
+            out.update(snap.devices)
+        return out
+
     def stop(self) -> None:
         """Ask a running ``run()`` to end early (it still drains and audits)."""
         self._abort.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .backoff import Backoff
+from .bridge import Bridge, BridgeConfig, BridgeMapping
 from .client.client import Client
 from .client.config import TLS, Limits, Will
 from .client.handle import BatchHandle, PublishHandle
@@ -63,6 +64,9 @@ __all__ = [
     "Backoff",
     "BatchHandle",
     "BatchPolicy",
+    "Bridge",
+    "BridgeConfig",
+    "BridgeMapping",
     "Client",
     "ConfigError",
     "ConnectionFailed",

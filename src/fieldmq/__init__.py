@@ -21,6 +21,7 @@ from .errors import (
     StoreError,
     StoreFull,
     StoreLocked,
+    SubscribeFailed,
 )
 from .ingest import (
     BatchPolicy,
@@ -105,6 +106,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreLocked",
+    "SubscribeFailed",
     "TimeLimit",
     "Validate",
     "Will",

@@ -9,6 +9,7 @@ or ``RuntimeError`` with a message saying what to do instead.
 
     FieldmqError
     ├── ConnectionFailed          could not reach any broker / the link failed
+    │   └── SubscribeFailed       the broker refused a subscription
     ├── StoreError                the local durable store
     │   ├── StoreFull             limits reached and the message was rejected
     │   ├── StoreCorrupt          the store file could not be read
@@ -39,6 +40,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreLocked",
+    "SubscribeFailed",
 ]
 
 
@@ -48,6 +50,10 @@ class FieldmqError(Exception):
 
 class ConnectionFailed(FieldmqError):
     """No broker could be reached, or the connection failed."""
+
+
+class SubscribeFailed(ConnectionFailed):
+    """The broker refused a subscription (e.g. not authorised for that filter)."""
 
 
 class StoreError(FieldmqError):

@@ -42,20 +42,21 @@ def test_publish_before_broker_exists_is_delivered_later(
     tmp_path: Path, topic: str, collector: Collector
 ) -> None:
     """Messages published while no broker runs are delivered once one starts, in order."""
+    from fieldmq.testing import FaultProxy
+
     broker = MosquittoBroker(workdir=tmp_path / "broker")
     try:
-        with Client(
-            client_id="early", brokers=[broker.url], store=tmp_path / "early.db"
+        with FaultProxy(upstream=("127.0.0.1", broker.port)) as proxy, Client(
+            client_id="early", brokers=[proxy.url], store=tmp_path / "early.db"
         ) as pub:
             handles = [pub.publish(f"{topic}/n", str(i).encode()) for i in range(50)]
             assert not pub.connected
             assert pub.stats()["queued"] == 50
+            proxy.refuse()  # the publisher waits until the subscriber is in place
             broker.start()
-            with Client(client_id="early-sub", brokers=[broker.url],
-                        persistent_session=True) as sub:
-                sub.subscribe(f"{topic}/#", collector)
-                assert sub.wait_connected(10)
-                assert wait_until(lambda: _subscribed(sub, broker, f"{topic}/p", collector))
+            with Client(client_id="early-sub", brokers=[broker.url]) as sub:
+                sub.subscribe(f"{topic}/#", collector, timeout=10)
+                proxy.passthrough()
                 for h in handles:
                     h.wait(20)
                 assert collector.wait_for(
@@ -70,18 +71,18 @@ def test_publish_before_broker_exists_is_delivered_later(
 def test_priority_order_of_backlog(mosquitto: MosquittoBroker, tmp_path: Path, topic: str,
                                    collector: Collector) -> None:
     """A backlog drains highest priority first, FIFO within a priority."""
-    mosquitto.stop()
-    with Client(client_id="prio", brokers=[mosquitto.url], store=tmp_path / "prio.db") as pub:
-        for i in range(5):
-            pub.publish(f"{topic}/m", f"low-{i}", priority=2)
-            pub.publish(f"{topic}/m", f"high-{i}", priority=9)
-        mosquitto.start()
-        with Client(client_id="prio-sub", brokers=[mosquitto.url]) as sub:
-            sub.subscribe(f"{topic}/#", collector)
-            assert sub.wait_connected(10)
-            assert wait_until(lambda: _subscribed(sub, mosquitto, f"{topic}/p", collector))
+    with Client(client_id="prio-sub", brokers=[mosquitto.url], persistent_session=True) as sub:
+        sub.subscribe(f"{topic}/#", collector, timeout=10)
+        mosquitto.stop()  # the subscriber's session (and subscription) is saved
+        with Client(client_id="prio", brokers=[mosquitto.url],
+                    store=tmp_path / "prio.db") as pub:
+            for i in range(5):
+                pub.publish(f"{topic}/m", f"low-{i}", priority=2)
+                pub.publish(f"{topic}/m", f"high-{i}", priority=9)
+            mosquitto.start()
             assert pub.drain(20)
-            assert collector.wait_for(lambda ms: sum(m.topic == f"{topic}/m" for m in ms) >= 10)
+            assert collector.wait_for(
+                lambda ms: sum(m.topic == f"{topic}/m" for m in ms) >= 10)
     got = [m.payload.decode() for m in collector.messages if m.topic == f"{topic}/m"]
     assert got == [f"high-{i}" for i in range(5)] + [f"low-{i}" for i in range(5)]
 

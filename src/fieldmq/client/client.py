@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ..backoff import Backoff
 from ..clock import Clock
-from ..errors import ForkError
+from ..errors import ForkError, SubscribeFailed
 from ..ratelimit import RateLimit
 from ..store.memory import MemoryBackend
 from ..store.queue import Durability, DurableQueue
@@ -425,12 +425,24 @@ class Client:
         return True
 
     # -- subscribing -----------------------------------------------------------------------
-    def subscribe(self, topic_filter: str, callback: Callback, *, qos: int = 1) -> None:
+    def subscribe(
+        self,
+        topic_filter: str,
+        callback: Callback,
+        *,
+        qos: int = 1,
+        replace: bool = False,
+        timeout: float | None = None,
+    ) -> None:
         """Call ``callback(message)`` for each message matching ``topic_filter``.
 
         Callbacks run on the client's callback thread, never on the network thread,
         so a slow callback does not delay acknowledgements. Subscriptions are restored
         after every reconnect. ``$share/<group>/<filter>`` subscribes to a shared group.
+        ``replace=True`` replaces the filter's callbacks (and QoS) instead of adding one.
+        With ``timeout``, block until the broker confirmed the subscription (SUBACK):
+        ``TimeoutError`` when it did not in time, :class:`~fieldmq.SubscribeFailed`
+        when it refused.
         """
         self._check_open()
         validate_filter(topic_filter)
@@ -438,10 +450,36 @@ class Client:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._subs_lock:
-            old = self._subs.get(topic_filter)
+            old = None if replace else self._subs.get(topic_filter)
             callbacks = ([*old[1], callback]) if old else [callback]
             self._subs[topic_filter] = (max(qos, old[0]) if old else qos, callbacks)
         self._net.add_subscription(topic_filter, self._subs[topic_filter][0])
+        if timeout is not None:
+            self.wait_subscribed(timeout, [topic_filter])
+
+    def unsubscribe(self, topic_filter: str) -> bool:
+        """Stop the subscription: the broker is sent UNSUBSCRIBE (now, or once connected)
+        and the filter is no longer restored after reconnects. False if it was unknown."""
+        self._check_open()
+        with self._subs_lock:
+            known = self._subs.pop(topic_filter, None) is not None
+        if known:
+            self._net.remove_subscription(topic_filter)
+        return known
+
+    def wait_subscribed(self, timeout: float | None = None,
+                        filters: Sequence[str] | None = None) -> None:
+        """Block until the broker confirmed ``filters`` (default: every subscription) on
+        the current connection. ``TimeoutError`` if it did not within ``timeout``;
+        :class:`~fieldmq.SubscribeFailed` naming the filters it refused."""
+        self._check_open()
+        wanted = list(filters) if filters is not None else [f for f, _ in
+                                                            self._subscription_list()]
+        refused = self._net.wait_subscribed(wanted, timeout)
+        if refused:
+            raise SubscribeFailed(
+                "the broker refused: " + ", ".join(f"{f!r} ({r})" for f, r in refused.items())
+            )
 
     def _subscription_list(self) -> list[tuple[str, int]]:
         with self._subs_lock:
@@ -490,7 +528,8 @@ class Client:
             reconnects=net.reconnects,
             dropped=dict(dropped),
             last_error=net.last_error,
-            loop_age=max(0.0, time.monotonic() - net.loop_tick) if net.connected else 0.0,
+            loop_age=max(0.0, time.monotonic() - net.loop_tick),
+            internal_errors=net.internal_errors,
         )
         return s
 

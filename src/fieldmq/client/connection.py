@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import select
 import socket
 import threading
 import time
@@ -22,7 +21,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -31,9 +29,17 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import ConnectionFailed
 from ..ratelimit import TokenBucket
 from .config import TLS, BrokerURL, ConnectionSettings
-from .identity import ID_PROPERTY, unwrap, wrap
+from .identity import ID_PROPERTY, wrap
+from .inbound import Inbound
 from .message import Message
-from .wire import PackedProperties, decode_user_props, new_props
+from .wire import (
+    PackedProperties,
+    decode_user_props,
+    make_paho,
+    new_props,
+    poll_serve,
+    to_message,
+)
 
 if TYPE_CHECKING:
     from ..store.base import Entry
@@ -84,9 +90,7 @@ class NetLoop:
         self._rejected: list[tuple[Entry, str]] = []
         self._connected = False
         self._conn_error: str | None = None
-        self._pending_subs: list[tuple[str, int]] = []
-        self._pending_acks: list[tuple[int, int, int]] = []
-        self._generation = 0
+        self.inbound = Inbound(name)
         self._acks_on_conn = 0
         self._cautious = 0  # acks still to see before the window opens fully again
         self._suspect_seq = 0
@@ -98,6 +102,7 @@ class NetLoop:
         self.broker: BrokerURL | None = None
         self.reconnects = 0
         self.connects = 0
+        self.internal_errors = 0
         self.last_error: str | None = None
         self.loop_tick = time.monotonic()
         self._rng = random.Random()
@@ -124,9 +129,17 @@ class NetLoop:
                 pass
 
     def add_subscription(self, flt: str, qos: int) -> None:
-        self._pending_subs.append((flt, qos))
+        self.inbound.subscribe(flt, qos)
         self._sleeping = True
         self.wake()
+
+    def remove_subscription(self, flt: str) -> None:
+        self.inbound.unsubscribe(flt)
+        self._sleeping = True
+        self.wake()
+
+    def wait_subscribed(self, filters: list[str], timeout: float | None) -> dict[str, str]:
+        return self.inbound.wait_subscribed(filters, timeout, self._connected)
 
     def stop(self, drain_timeout: float) -> None:
         """Let in-flight messages be acknowledged for up to ``drain_timeout`` seconds,
@@ -134,7 +147,7 @@ class NetLoop:
         self._draining = True
         deadline = time.monotonic() + max(0.0, drain_timeout)
         while (
-            (self._by_mid or self._pending_acks) and self._connected
+            (self._by_mid or self.inbound.pending_acks) and self._connected
             and time.monotonic() < deadline
         ):
             time.sleep(0.01)
@@ -156,6 +169,37 @@ class NetLoop:
 
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
+        """The thread's body: never dies of an unexpected error (a dead network thread
+        would leave the client silently offline); it logs, reports and starts over."""
+        while not self._stop.is_set():
+            try:
+                self._run_loop()
+                return
+            except Exception as exc:
+                log.exception("%s: the network loop failed; reconnecting", self._name)
+                self.last_error = f"internal error: {exc!r}"
+                self.internal_errors += 1
+                try:
+                    with self._io:
+                        self._after_disconnect()
+                except Exception:  # pragma: no cover - keep the thread alive regardless
+                    log.exception("%s: cleanup after a failure failed", self._name)
+                    self._paho = None
+                    self._connected = False
+                self._sleep(min(5.0, 0.5 * self.internal_errors))
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (interruptibly), keeping ``loop_tick`` fresh: an offline client that is
+        backing off is alive, not wedged."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            self.loop_tick = time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 0.5))
+
+    def _run_loop(self) -> None:
         attempt = 0
         n = len(self.s.brokers)
         index = 0
@@ -174,7 +218,7 @@ class NetLoop:
                 failures_in_cycle += 1
                 if failures_in_cycle >= n:
                     failures_in_cycle = 0
-                    self._stop.wait(self.s.backoff.delay(attempt, self._rng))
+                    self._sleep(self.s.backoff.delay(attempt, self._rng))
                     attempt += 1
                 continue
             failures_in_cycle = 0
@@ -183,7 +227,7 @@ class NetLoop:
             was_up = time.monotonic() - up_since
             with self._io:
                 if self._stop.is_set() and self._connected:
-                    if self._paho is not None and self._pending_acks:
+                    if self._paho is not None and self.inbound.pending_acks:
                         self._send_acks(self._paho)
                     self._send_disconnect()
                 self._after_disconnect()
@@ -195,34 +239,18 @@ class NetLoop:
             delay = self.s.backoff.delay(attempt, self._rng)
             attempt += 1
             log.info("%s: reconnecting to %s in %.2f s", self._name, broker, delay)
-            self._stop.wait(delay)
+            self._sleep(delay)
         with self._io:
             self._close_paho()
 
     def _make_paho(self) -> mqtt.Client:
-        v5 = self.s.protocol == 5
-        c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.s.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else not self.s.persistent_session,
-            reconnect_on_failure=False,
-        )
-        c.max_inflight_messages_set(0)
-        c.max_queued_messages_set(0)
-        if self.s.ack_mode != "auto":
-            c.manual_ack_set(True)
-        c.connect_timeout = self.s.connect_timeout
-        if self._tls_context is not None:
-            c.tls_set_context(self._tls_context)
-        if self.s.will is not None:
-            w = self.s.will
-            c.will_set(w.topic, w.payload, w.qos, w.retain)
+        c = make_paho(self.s, self._tls_context)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_unsubscribe
         return c
 
     def _connect(self, broker: BrokerURL) -> None:
@@ -274,8 +302,10 @@ class NetLoop:
             sock = c.socket()
             if sock is None:
                 raise ConnectionFailed(f"connection to {broker} closed during CONNECT")
-            r, _, _ = select.select([sock], [], [], min(remaining, 0.25))
-            rc = c.loop_read() if r else c.loop_misc()
+            readable, _, _ = poll_serve(cast(socket.socket, sock).fileno(), -1, False,
+                                      min(remaining, 0.25))
+            self.loop_tick = time.monotonic()
+            rc = c.loop_read() if readable else c.loop_misc()
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and not self._connected:
                 if self._conn_error is not None:
                     raise ConnectionFailed(f"{broker} refused the connection: {self._conn_error}")
@@ -284,8 +314,7 @@ class NetLoop:
             raise ConnectionFailed("client is closing")
         self.broker = broker
         self.connects += 1
-        self._generation += 1
-        self._pending_acks.clear()  # acks for an old connection mean nothing now
+        self.inbound.new_connection()
         self._acks_on_conn = 0
         log.info("%s: connected to %s", self._name, broker)
         subs = self._subscriptions()
@@ -298,9 +327,10 @@ class NetLoop:
         if c is None:
             return
         if self.s.protocol == 5:
-            c.subscribe([(f, SubscribeOptions(qos=q)) for f, q in subs])
+            _, mid = c.subscribe([(f, SubscribeOptions(qos=q)) for f, q in subs])
         else:
-            c.subscribe([(f, q) for f, q in subs])
+            _, mid = c.subscribe([(f, q) for f, q in subs])
+        self.inbound.sent(mid, [f for f, _ in subs])
 
     def on_ready(self) -> None:
         """A message was stored: send it from the caller's thread when the link is
@@ -331,11 +361,15 @@ class NetLoop:
         while self._connected and not self._stop.is_set():
             window = self._window()
             with io:
-                if self._pending_acks:
+                inbound = self.inbound
+                if inbound.has_work():
                     self._send_acks(c)
-                if self._pending_subs:
-                    subs, self._pending_subs = self._pending_subs, []
-                    self._send_subscriptions(subs)
+                    subs = inbound.take_subscriptions()
+                    if subs:
+                        self._send_subscriptions(subs)
+                    unsubs = inbound.take_unsubscriptions()
+                    if unsubs:
+                        c.unsubscribe(unsubs)
                 if not self._draining and len(self._by_mid) < window and queue.sendable() > 0:
                     self._fill(c, window - len(self._by_mid))
                 self._flush_results()
@@ -347,28 +381,28 @@ class NetLoop:
                 # the lock taken after this point writes to the wake pipe.
                 self._sleeping = True
                 idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
-                busy = self._pending_subs or self._pending_acks
+                busy = inbound.has_work()
                 timeout = self._tick if idle and not busy else 0.0
                 if not idle and not busy:
                     held = self._throttled()
                     if held > 0:
                         timeout = min(held, self._tick)
-                wlist = [sock] if c.want_write() else []
+                want_write = c.want_write()
             try:
-                rlist: list[Any] = [sock, wake_r]
-                r, w, _ = select.select(rlist, wlist, [], timeout)
+                readable, woken, writable = poll_serve(sock.fileno(), wake_r, want_write,
+                                                        timeout)
             except (OSError, ValueError):
                 break
             self._sleeping = False
-            if wake_r in r:
+            if woken:
                 try:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
             with io:
-                if sock in r and self._connected:
+                if readable and self._connected:
                     c.loop_read()
-                if self._connected and (w or c.want_write()):
+                if self._connected and (writable or c.want_write()):
                     c.loop_write()
                 if self._connected:
                     c.loop_misc()
@@ -449,16 +483,13 @@ class NetLoop:
         """Acknowledge a received message (manual ack modes). Thread-safe; the ack is
         sent by the network thread. Acks for a connection that is gone are dropped: the
         broker redelivers those messages on the new connection."""
-        if qos == 0 or generation != self._generation:
-            return
-        self._pending_acks.append((mid, qos, generation))
-        self._sleeping = True
-        self.wake()
+        if self.inbound.ack(mid, qos, generation):
+            self._sleeping = True
+            self.wake()
 
     def _send_acks(self, c: mqtt.Client) -> None:
-        acks, self._pending_acks = self._pending_acks, []
-        for mid, qos, generation in acks:
-            if generation == self._generation and self._connected:
+        for mid, qos in self.inbound.take_acks():
+            if self._connected:
                 c.ack(mid, qos)
 
     def _send_disconnect(self) -> None:
@@ -568,29 +599,17 @@ class NetLoop:
     def _on_subscribe(
         self, c: mqtt.Client, _u: Any, mid: int, rcs: list[ReasonCode], _p: Any
     ) -> None:
-        for rc in rcs:
-            if rc.is_failure:
-                log.error("%s: a subscription was refused by the broker: %s", self._name, rc)
+        self.inbound.suback(mid, rcs)
+
+    def _on_unsubscribe(self, c: mqtt.Client, _u: Any, mid: int, *_rest: Any) -> None:
+        """Nothing to track: an unsubscribed filter is simply no longer restored."""
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        payload = bytes(msg.payload)
-        message_id: str | None = None
-        user: tuple[tuple[str, str], ...] = ()
-        props = getattr(msg, "properties", None)
-        if props is not None and hasattr(props, "UserProperty"):
-            pairs = tuple((str(k), str(v)) for k, v in props.UserProperty)
-            for k, v in pairs:
-                if k == ID_PROPERTY:
-                    message_id = v
-            user = tuple(p for p in pairs if p[0] != ID_PROPERTY)
-        if message_id is None and payload[:1] == b"\xf0":
-            message_id, payload = unwrap(payload)
         acker = None
         if self.s.ack_mode != "auto" and msg.qos > 0:
-            mid, qos, gen = msg.mid, msg.qos, self._generation
+            mid, qos, gen = msg.mid, msg.qos, self.inbound.generation
+
             def acker() -> None:
                 self.ack(mid, qos, gen)
-        self._dispatch(
-            Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user,
-                    acker, bool(msg.dup))
-        )
+
+        self._dispatch(to_message(msg, acker))

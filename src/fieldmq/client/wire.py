@@ -1,14 +1,33 @@
-"""Wire helpers for the network thread: PUBLISH user properties packed once and the
-stored form of user properties (a JSON list of pairs)."""
+"""Wire helpers for the network thread: PUBLISH user properties packed once, the
+stored form of user properties (a JSON list of pairs), and waiting on sockets."""
 
 from __future__ import annotations
 
 import json
+import select
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["PackedProperties", "decode_user_props", "new_props"]
+from .identity import ID_PROPERTY, unwrap
+from .message import Message
+
+if TYPE_CHECKING:
+    from .config import ConnectionSettings
+
+__all__ = [
+    "PackedProperties",
+    "decode_user_props",
+    "make_paho",
+    "new_props",
+    "poll_serve",
+    "to_message",
+]
 
 
 def decode_user_props(raw: bytes) -> list[tuple[str, str]]:
@@ -46,3 +65,64 @@ class PackedProperties(Properties):
     def pack(self) -> bytes:
         packed: bytes = object.__getattribute__(self, "_packed")
         return packed
+
+
+def poll_serve(fd: int, wake: int, want_write: bool,
+               timeout: float) -> tuple[bool, bool, bool]:
+    """poll(2) on the MQTT socket ``fd`` and the wake pipe ``wake`` (skipped when < 0):
+    ``(readable, woken, writable)``. Unlike select(), poll works with any descriptor
+    number: a process holding many clients passes 1024 descriptors."""
+    p = select.poll()
+    p.register(fd, select.POLLIN | (select.POLLOUT if want_write else 0))
+    if wake >= 0:
+        p.register(wake, select.POLLIN)
+    readable = woken = writable = False
+    for f, ev in p.poll(max(0.0, timeout) * 1000.0):
+        if f == fd:
+            readable = bool(ev & (select.POLLIN | select.POLLERR | select.POLLHUP))
+            writable = bool(ev & select.POLLOUT)
+        elif f == wake:
+            woken = True
+    return readable, woken, writable
+
+
+def make_paho(s: ConnectionSettings, tls: ssl.SSLContext | None) -> mqtt.Client:
+    """A paho client for one connection: fieldmq bounds what is in flight itself, so
+    paho's own inflight limit and queue are off; reconnecting is fieldmq's job too."""
+    v5 = s.protocol == 5
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=s.client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else not s.persistent_session,
+        reconnect_on_failure=False,
+    )
+    c.max_inflight_messages_set(0)
+    c.max_queued_messages_set(0)
+    if s.ack_mode != "auto":
+        c.manual_ack_set(True)
+    c.connect_timeout = s.connect_timeout
+    if tls is not None:
+        c.tls_set_context(tls)
+    if s.will is not None:
+        c.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
+    return c
+
+
+def to_message(msg: mqtt.MQTTMessage, acker: Callable[[], None] | None) -> Message:
+    """A received paho message as a :class:`Message`: the sender's id from the ``fmq-id``
+    user property or the 3.1.1 envelope, the other user properties, the payload exact."""
+    payload = bytes(msg.payload)
+    message_id: str | None = None
+    user: tuple[tuple[str, str], ...] = ()
+    props = getattr(msg, "properties", None)
+    if props is not None and hasattr(props, "UserProperty"):
+        pairs = tuple((str(k), str(v)) for k, v in props.UserProperty)
+        for k, v in pairs:
+            if k == ID_PROPERTY:
+                message_id = v
+        user = tuple(p for p in pairs if p[0] != ID_PROPERTY)
+    if message_id is None and payload[:1] == b"\xf0":
+        message_id, payload = unwrap(payload)
+    return Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user,
+                   acker, bool(msg.dup))

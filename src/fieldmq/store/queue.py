@@ -124,6 +124,11 @@ class DurableQueue(Writer):
         self.recovered = 0
         self.corrupt_moved_to: str | None = None
         self._writer: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
+        self._maint_wake = threading.Event()
+        self._room = threading.Condition(self._lock)
+        self._sync_lock = threading.Lock()
+        self._fsyncs = 0
         self._state = "new"
         self.on_ready: Callable[[], None] | None = None
 
@@ -164,7 +169,11 @@ class DurableQueue(Writer):
         self._writer = threading.Thread(
             target=self._writer_loop, name=f"fieldmq-store-{self._name}", daemon=True
         )
+        self._syncer = threading.Thread(
+            target=self._sync_loop, name=f"fieldmq-fsync-{self._name}", daemon=True
+        )
         self._writer.start()
+        self._syncer.start()
         return self
 
     def close(self) -> None:
@@ -176,6 +185,9 @@ class DurableQueue(Writer):
             self._state = "closing"
         self._wake.set()
         self._urgent.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        self._maint_wake.set()
         if self._writer is not None:
             self._writer.join()
         try:
@@ -239,6 +251,8 @@ class DurableQueue(Writer):
                 self._dirty = True
                 self._dirty_since = self._clock.monotonic()
                 self._wake.set()
+            if self._hot_bytes > 2 * self._hot_max_bytes:
+                self._backpressure()
         if self.on_ready is not None:
             self.on_ready()
         if self.durability == "sync":
@@ -284,6 +298,8 @@ class DurableQueue(Writer):
                 self._dirty = True
                 self._dirty_since = self._clock.monotonic()
                 self._wake.set()
+            if self._hot_bytes > 2 * self._hot_max_bytes:
+                self._backpressure()
         if self.on_ready is not None:
             self.on_ready()
         if self.durability == "sync":

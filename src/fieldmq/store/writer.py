@@ -44,6 +44,10 @@ class Writer:
     _durable_cond: threading.Condition
     _wake: threading.Event
     _urgent: threading.Event
+    _maint_wake: threading.Event
+    _room: threading.Condition
+    _sync_lock: threading.Lock
+    _fsyncs: int
     _fsync_interval: float
     _spill_after: float
     _hot_max_bytes: int
@@ -94,8 +98,23 @@ class Writer:
     def durable_seq(self) -> int:
         return self._durable_seq
 
-    # -- writer thread ---------------------------------------------------------
-    def _writer_loop(self) -> None:
+    def _backpressure(self) -> None:
+        """Producers outrun the disk: wait (up to 5 s) for the writer to move young
+        messages to the backlog, so memory stays bounded however fast ``publish()`` is
+        called. Caller holds the lock (released while waiting)."""
+        if self._disk_full:
+            return  # _check_disk decides; waiting would not help
+        self._maint_wake.set()
+        self._room.wait_for(
+            lambda: self._hot_bytes <= self._hot_max_bytes or self._state != "open"
+            or self._disk_full, 5.0)
+
+    # -- threads -----------------------------------------------------------------------
+    # Two threads, so that fsync latency never waits behind maintenance work:
+    # ``fieldmq-fsync-*`` only syncs the journal (the power-safety lag), and
+    # ``fieldmq-store-*`` spills, deletes, rotates and writes clock records.
+
+    def _sync_loop(self) -> None:
         while True:
             self._wake.wait(0.2)
             self._wake.clear()
@@ -107,6 +126,24 @@ class Writer:
             self._urgent.clear()
             try:
                 self._sync()
+            except StoreError as exc:
+                self._last_error = str(exc)
+                log.error("store %s: %s", self._name, exc)
+                if not closing:
+                    self._urgent.wait(1.0)
+            except Exception:  # pragma: no cover - never let the thread die silently
+                log.exception("store %s: fsync failed", self._name)
+                self._urgent.wait(1.0)
+            self._maint_wake.set()
+            if closing:
+                break
+
+    def _writer_loop(self) -> None:
+        while True:
+            self._maint_wake.wait(0.05)
+            self._maint_wake.clear()
+            closing = self._state != "open"
+            try:
                 self._maintain(closing)
                 self._error_cleared()
             except StoreError as exc:
@@ -114,16 +151,36 @@ class Writer:
                 log.error("store %s: %s", self._name, exc)
                 if closing:
                     break
-                self._urgent.wait(1.0)
+                self._stop_wait(1.0)
             except Exception:  # pragma: no cover - never let the writer die silently
                 log.exception("store %s: writer failed", self._name)
-                self._urgent.wait(1.0)
+                self._stop_wait(1.0)
+            finally:
+                with self._room:
+                    self._room.notify_all()
             if closing:
                 break
+
+    def _stop_wait(self, seconds: float) -> None:
+        self._maint_wake.wait(seconds)
 
     def _error_cleared(self) -> None:
         if self._last_error and not self._last_error.startswith("corrupt"):
             self._last_error = None
+
+    def _needs_fsync(self) -> bool:
+        """Is any message accepted since the last fsync still only in the journal?
+        When all of them were acknowledged (or dropped) already, there is nothing left to
+        make power-safe: skipping the fsync spares the SD card at low rates, where each
+        fsync would rewrite a whole 4 KB page for one message (caller holds the lock)."""
+        durable = self._durable_seq
+        for hot in self._hot:
+            if hot and hot[-1].seq > durable:
+                return True
+        for e in self._retry:
+            if e.seq > durable and not e.in_db:
+                return True
+        return any(e.seq > durable and not e.in_db for e in self._inflight.values())
 
     def _sync(self) -> None:
         with self._lock:
@@ -131,15 +188,23 @@ class Writer:
                 return
             target = self._last_seq
             self._dirty = False
-        if self.durability != "process" or self._state != "open":
-            self._backend.sync()
+            needed = self._state != "open" or self._needs_fsync()
+        if needed and (self.durability != "process" or self._state != "open"):
+            with self._sync_lock:
+                self._backend.sync()
+            self._fsyncs += 1
         with self._durable_cond:
             if target > self._durable_seq:
                 self._durable_seq = target
             self._durable_cond.notify_all()
 
     def _maintain(self, closing: bool) -> None:
-        self._spill(closing)
+        # Spill in passes of at most 2,000 rows until what should be spilled is.
+        for _ in range(100):
+            before = self._spilled
+            self._spill(closing)
+            if self._spilled == before:
+                break
         if self._pending_delete or self._pending_dead:
             self._flush_pending()
         if self._backend.journal_size() > self._rotate_bytes and not closing:
@@ -161,8 +226,10 @@ class Writer:
                     if not (everything or over or e.created <= limit):
                         break
                     batch.append(e)
-                    if len(batch) >= 20000:
+                    if len(batch) >= 2000:
                         break
+                if len(batch) >= 2000:
+                    break
         if not batch:
             return
         try:
@@ -213,5 +280,6 @@ class Writer:
             header = records.encode_header(
                 records.Header(self._next_seq, self.now(), self._clock.wall(), self.uid)
             )
-            self._backend.rotate(header, b"".join(chunks))
+            with self._sync_lock:
+                self._backend.rotate(header, b"".join(chunks))
             self._durable_seq = max(self._durable_seq, self._last_seq)

@@ -187,3 +187,21 @@ def test_engine_close_commits_and_acks_pending(tmp_path: Path) -> None:
     assert len(acks.acked) == 1 and out == []
     eng2, _ = _engine(RollupStore(tmp_path / "r.db"), clock, out)
     assert eng2.open_intervals == 1
+
+
+def test_value_late_for_a_published_interval_counts_in_the_next_one() -> None:
+    """After an interval's summary is out, a value timed inside it (a clock read before
+    the close, or a clock step back) goes to the next interval, under a new summary id,
+    never into a second summary with the first one's id (receivers would drop it)."""
+    clock, out, acks = Clock(100.0), [], Acks()
+    eng, m = _engine(RollupStore(None), clock, out)
+    eng.add(m, acks.msg("s/a/v", b"1"))
+    clock.now = 110.5
+    assert eng.close_due() == 1
+    clock.now = 109.0  # inside the interval just published
+    eng.add(m, acks.msg("s/a/v", b"2"))
+    clock.now = 121.0
+    assert eng.close_due() == 1
+    summaries = [(s["start"], s["count"], s["last"], mid) for _, s, mid in out]
+    assert [s[:3] for s in summaries] == [(100.0, 1, 1), (110.0, 1, 2)]
+    assert summaries[0][3] != summaries[1][3]

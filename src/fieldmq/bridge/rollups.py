@@ -146,6 +146,7 @@ class RollupEngine:
         self._clock = clock
         self._lock = threading.RLock()
         self._open: dict[tuple[str, str], _Open] = {}
+        self._closed: dict[tuple[str, str], float] = {}  # last published interval start
         self._seen: dict[str, float] = {}
         self._new_seen: list[tuple[str, float]] = []
         self._pending: list[Message] = []
@@ -173,14 +174,21 @@ class RollupEngine:
         """Count ``msg`` into its interval; it is acknowledged after the next commit."""
         rollup = mapping.rollup
         assert rollup is not None
-        now = self._clock()
         with self._lock:
+            # Read the clock under the lock: a time read before the ticker closed an
+            # interval must not reopen that interval (its summary is already published,
+            # and a second one would carry the same id and be dropped as a duplicate).
+            now = self._clock()
             if msg.message_id is not None and msg.message_id in self._seen:
                 self.counts["duplicates"] += 1
                 self._pending.append(msg)  # already counted: acknowledge with the next commit
                 return
             key = (mapping.name, msg.topic)
             start = interval_start(now, rollup.interval)
+            closed = self._closed.get(key)
+            if closed is not None and start <= closed:
+                # Late for an interval already published: it counts in the next one.
+                start = closed + float(rollup.interval)
             cur = self._open.get(key)
             if cur is not None and start > cur.agg.start:
                 self._close(cur)  # a new interval began before the ticker noticed
@@ -247,6 +255,7 @@ class RollupEngine:
             self.counts["published"] += 1
         self._store.delete(o.mapping.name, o.topic)
         del self._open[(o.mapping.name, o.topic)]
+        self._closed[(o.mapping.name, o.topic)] = o.agg.start
 
     @property
     def open_intervals(self) -> int:

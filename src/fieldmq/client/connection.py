@@ -484,8 +484,7 @@ class NetLoop:
         sent by the network thread. Acks for a connection that is gone are dropped: the
         broker redelivers those messages on the new connection."""
         if self.inbound.ack(mid, qos, generation):
-            self._sleeping = True
-            self.wake()
+            self.wake()  # writes to the pipe only if the loop sleeps (see _serve)
 
     def _send_acks(self, c: mqtt.Client) -> None:
         for mid, qos in self.inbound.take_acks():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fieldmq import Client, Will
-from fieldmq.testing import FaultProxy, MosquittoBroker
+import subprocess
+from pathlib import Path
+
+from fieldmq import Client, RateLimit, Will
+from fieldmq.testing import FaultProxy, MosquittoBroker, free_port
 from helpers import Collector, wait_until
 
 
@@ -32,18 +35,13 @@ def test_will_published_on_dead_link_not_on_clean_close(
     assert len(wills) == 1
 
 
-def test_username_password_authentication(tmp_path: object) -> None:
+def test_username_password_authentication(tmp_path: Path) -> None:
     """Credentials in the URL or as arguments authenticate; wrong ones never connect."""
-    import subprocess
-    from pathlib import Path
-
-    work = Path(str(tmp_path))
+    work = tmp_path
     pwfile = work / "passwd"
     pwfile.write_text("")
     subprocess.run(["mosquitto_passwd", "-b", str(pwfile), "device", "s3cret"], check=True,
                    capture_output=True)
-    from fieldmq.testing import free_port
-
     port = free_port()
     conf = f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pwfile}"
     broker = MosquittoBroker(workdir=work / "b", extra_config=conf, listener=False)
@@ -61,3 +59,26 @@ def test_username_password_authentication(tmp_path: object) -> None:
             assert "refused" in str(c.stats()["last_error"])
     finally:
         broker.close()
+
+
+def test_unclean_close_publishes_the_will_and_keeps_messages(
+    mosquitto: MosquittoBroker, topic: str, collector: Collector, tmp_path: Path
+) -> None:
+    """close(clean=False) vanishes like a crash: the broker publishes the last will, and a
+    message still waiting in the store is there for the next run."""
+    store = tmp_path / "crash.db"
+    will = Will(topic=f"{topic}/status", payload=b"crashed", retain=False)
+    with Client(client_id="crash-sub", brokers=[mosquitto.url]) as sub:
+        sub.subscribe(f"{topic}/#", collector, timeout=10)
+        c = Client(client_id="crashing", brokers=[mosquitto.url], will=will, store=store,
+                   rate_limit=RateLimit(100, burst=100))  # the second message must wait
+        assert c.wait_connected(10)
+        c.publish(f"{topic}/data", b"x" * 200)
+        c.publish(f"{topic}/data", b"waiting")
+        c.close(0, clean=False)
+        assert collector.wait_for(lambda ms: any(m.payload == b"crashed" for m in ms))
+    again = Client(client_id="crashing", brokers=[mosquitto.url], store=store)
+    try:
+        assert again.stats()["queued"] + again.stats()["inflight"] >= 1
+    finally:
+        again.close(0)

@@ -260,16 +260,19 @@ class Client:
         self._check_open()
         return self
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 2.0, *, clean: bool = True) -> None:
         """Give in-flight messages up to ``timeout`` seconds to be acknowledged, send a
         clean DISCONNECT (no last will), stop the threads and close the store.
-        Unacknowledged messages stay in the store for the next run. Idempotent."""
+        Unacknowledged messages stay in the store for the next run. Idempotent.
+
+        ``clean=False`` vanishes as a crash would (for simulations and tests): no
+        DISCONNECT, so the broker publishes the last will; stored messages are kept."""
         if self._state == "closed":
             return
         self._state = "closed"
         if self._forked_from is not None and not hasattr(self, "_queue"):
             return
-        self._net.stop(timeout)
+        self._net.stop(timeout, clean=clean)
         self._inbox.put(None)
         if self._dispatcher is not threading.current_thread():
             self._dispatcher.join(5.0)

@@ -91,6 +91,7 @@ class NetLoop:
         self._connected = False
         self._conn_error: str | None = None
         self.inbound = Inbound(name)
+        self._abort = False
         self._acks_on_conn = 0
         self._cautious = 0  # acks still to see before the window opens fully again
         self._suspect_seq = 0
@@ -141,9 +142,11 @@ class NetLoop:
     def wait_subscribed(self, filters: list[str], timeout: float | None) -> dict[str, str]:
         return self.inbound.wait_subscribed(filters, timeout, self._connected)
 
-    def stop(self, drain_timeout: float) -> None:
+    def stop(self, drain_timeout: float, *, clean: bool = True) -> None:
         """Let in-flight messages be acknowledged for up to ``drain_timeout`` seconds,
-        send DISCONNECT, and end the thread."""
+        send DISCONNECT (unless ``clean`` is False: the link is just cut, as in a crash,
+        and the broker publishes the last will), and end the thread."""
+        self._abort = not clean
         self._draining = True
         deadline = time.monotonic() + max(0.0, drain_timeout)
         while (
@@ -226,7 +229,7 @@ class NetLoop:
             self._serve()
             was_up = time.monotonic() - up_since
             with self._io:
-                if self._stop.is_set() and self._connected:
+                if self._stop.is_set() and self._connected and not self._abort:
                     if self._paho is not None and self.inbound.pending_acks:
                         self._send_acks(self._paho)
                     self._send_disconnect()
@@ -554,7 +557,7 @@ class NetLoop:
         c = self._paho
         if c is None:
             return
-        if self._connected and self._stop.is_set():
+        if self._connected and self._stop.is_set() and not self._abort:
             try:
                 c.disconnect()
                 c.loop_write()

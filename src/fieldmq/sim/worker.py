@@ -185,8 +185,9 @@ class Worker:
         client, dev.client = dev.client, None
         dev.state.up = dev.state.connected = False
         if client is not None:
-            # Abrupt: no time for in-flight messages; they stay in the store.
-            self._closing.append(self._pool.submit(client.close, 0.0))
+            # As a crash: no time for in-flight messages (they stay in the store), no
+            # DISCONNECT (the broker publishes the device's last will, if it has one).
+            self._closing.append(self._pool.submit(client.close, 0.0, clean=False))
 
     # -- publishing -----------------------------------------------------------------------
     def _publish(self, dev: _Device, kind: str, topic: str, payload: dict[str, Any]) -> None:

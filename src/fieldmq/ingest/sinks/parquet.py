@@ -23,9 +23,10 @@ import itertools
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -82,9 +83,9 @@ class ParquetSink:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 self.root / "_index.sqlite", timeout=60.0, isolation_level=None,
                 check_same_thread=False)
-            self._db.execute("pragma journal_mode=wal")
+            _retry_locked(lambda: self._check().execute("pragma journal_mode=wal"))
             self._db.execute("pragma synchronous=full")
-            self._db.executescript(_INDEX)
+            _retry_locked(lambda: self._check().executescript(_INDEX))
             self._clean()
         except (sqlite3.Error, OSError) as exc:
             raise SinkError(f"cannot open Parquet sink at {str(self.root)!r}: {exc}") from exc
@@ -240,3 +241,18 @@ class ParquetSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _retry_locked(action: Callable[[], object], seconds: float = 30.0) -> None:
+    """Run ``action``, retrying while another process holds the index (switching to WAL
+    and creating tables can fail with "database is locked" without waiting, when several
+    ingest processes open the same directory at once)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -86,6 +86,10 @@ class PostgresSink:
         try:
             self._con: Any = psycopg.connect(conninfo, autocommit=False)
             with self._con.transaction():
+                # Several ingest processes may start at once: serialise the DDL, or two
+                # "create ... if not exists" race and one fails on a unique index.
+                self._con.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                                  (f"fieldmq-ddl-{schema}",))
                 self._con.execute(_DDL.format(s=schema))
                 for name, cols in _COLUMNS.items():
                     self._con.execute(

@@ -16,7 +16,7 @@ import pytest
 
 from chaos.common import FAST, Ledger, Load, drained
 from fieldmq import Client
-from fieldmq.client.connection import POISON_REASON
+from fieldmq.client.poison import POISON_REASON
 from fieldmq.testing import NatsCluster, NatsNotFound
 from helpers import wait_until
 

@@ -32,6 +32,7 @@ from .config import TLS, BrokerURL, ConnectionSettings
 from .identity import ID_PROPERTY, wrap
 from .inbound import Inbound
 from .message import Message
+from .poison import POISON_REASON, PoisonDetector
 from .wire import (
     PackedProperties,
     decode_user_props,
@@ -49,15 +50,6 @@ __all__ = ["NetLoop"]
 
 log = logging.getLogger("fieldmq.client")
 
-#: A connection lost before the broker acknowledged anything while several messages
-#: were in flight makes the client cautious until that many messages were acknowledged:
-#: each connection then starts by sending one message alone and opens the window by
-#: one per acknowledgement (slow start), so a loss before any ack points at exactly one
-#: message. A message that was the only one in flight on this many consecutive such
-#: losses is taken for the cause (a broker that closes the connection on it, e.g. NATS
-#: on a topic with '.') and dead-lettered.
-POISON_AFTER = 3
-POISON_REASON = "broker:closed the connection on this message"
 
 
 class NetLoop:
@@ -93,9 +85,7 @@ class NetLoop:
         self.inbound = Inbound(name)
         self._abort = False
         self._acks_on_conn = 0
-        self._cautious = 0  # acks still to see before the window opens fully again
-        self._suspect_seq = 0
-        self._suspect_losses = 0
+        self._poison: PoisonDetector[Entry] = PoisonDetector()
         self._tick = 1.0
         self._bucket = (
             TokenBucket(settings.rate_limit, time.monotonic()) if settings.rate_limit else None
@@ -522,36 +512,21 @@ class NetLoop:
         self._close_paho()
 
     def _window(self) -> int:
-        if self._cautious > 0:
-            return min(self.s.window, 1 + self._acks_on_conn)
-        return self.s.window
+        return self._poison.window(self.s.window, self._acks_on_conn)
 
     def _check_poison(self) -> None:
-        """Called when a connection is lost: find and dead-letter a message the broker
-        closes the connection on (see ``POISON_AFTER``), so it cannot block the rest."""
-        if self._acks_on_conn or self._stop.is_set():
-            self._suspect_seq = self._suspect_losses = 0
+        """Called when a connection is lost: dead-letter a message the broker closes the
+        connection on (see :mod:`.poison`), so it cannot block the rest."""
+        if self._stop.is_set():
             return
-        sent = list(self._by_mid.values())
-        if len(sent) != 1:
-            # Several messages and no ack: any of them may be the cause. Be cautious
-            # (see POISON_AFTER) until as many were acknowledged or found out.
-            self._cautious = max(self._cautious, len(sent))
-            return
-        e = sent[0]
-        if e.seq == self._suspect_seq:
-            self._suspect_losses += 1
-        else:
-            self._suspect_seq, self._suspect_losses = e.seq, 1
-        if self._suspect_losses >= POISON_AFTER:
+        e = self._poison.connection_lost(self._acks_on_conn, list(self._by_mid.values()))
+        if e is not None:
             log.error(
                 "%s: %s closed the connection %d times in a row with only message %d "
                 "(topic %r) in flight; moving it to the dead letters",
-                self._name, self.broker, self._suspect_losses, e.seq, e.topic,
+                self._name, self.broker, self._poison.after, e.seq, e.topic,
             )
             self.queue.reject(e, POISON_REASON)
-            self._suspect_seq = self._suspect_losses = 0
-            self._cautious = max(0, self._cautious - 1)
 
     def _close_paho(self) -> None:
         c = self._paho
@@ -587,8 +562,7 @@ class NetLoop:
 
     def _on_publish(self, c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._acks_on_conn += 1
-        if self._cautious:
-            self._cautious -= 1
+        self._poison.acked()
         e = self._by_mid.pop(mid, None)
         if e is None:
             self._early.add(mid)

@@ -334,7 +334,6 @@ class ProductionMQTTClient:
         )
 
         self._subs: dict[str, tuple[MessageCallback, int]] = {}
-        self._registered: dict[str, int] = {}  # filter -> QoS asked of fieldmq.Client
         self._subs_lock = threading.Lock()
         self._stopped = False
 
@@ -466,38 +465,22 @@ class ProductionMQTTClient:
         self._check_running()
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+
+        def deliver(msg: Message) -> None:
+            callback(msg.topic, msg.payload, msg.qos, msg.retain)
+
         with self._subs_lock:
-            asked = self._registered.get(topic)
-            if asked is None:
-                self._client.subscribe(topic, self._dispatcher(topic), qos=qos)
-                self._registered[topic] = qos
-            elif qos > asked:
-                # fieldmq.Client keeps the highest QoS asked for a filter; a no-op
-                # callback raises it without delivering twice.
-                self._client.subscribe(topic, _ignore, qos=qos)
-                self._registered[topic] = qos
+            self._client.subscribe(topic, deliver, qos=qos, replace=True)
             self._subs[topic] = (callback, qos)
 
     def unsubscribe(self, topic: str) -> None:
-        """Stop calling the callback registered for ``topic``.
-
-        fieldmq.Client has no UNSUBSCRIBE yet: the broker keeps sending matching
-        messages, which are discarded here, until the session ends.
-        """
+        """Send UNSUBSCRIBE for ``topic``; it is no longer restored after reconnects."""
         self._check_running()
         with self._subs_lock:
             removed = self._subs.pop(topic, None)
+            self._client.unsubscribe(topic)
         if removed is None:
             log.warning("unsubscribe() for a topic that was not subscribed: %s", topic)
-
-    def _dispatcher(self, topic_filter: str) -> Callable[[Message], None]:
-        def deliver(msg: Message) -> None:
-            with self._subs_lock:
-                entry = self._subs.get(topic_filter)
-            if entry is not None:
-                entry[0](msg.topic, msg.payload, msg.qos, msg.retain)
-
-        return deliver
 
     # -- statistics ---------------------------------------------------------------------------
     def get_statistics(self) -> dict[str, Any]:
@@ -552,10 +535,6 @@ class ProductionMQTTClient:
             "connected" if self._client.connected else "disconnected")
         return (f"ProductionMQTTClient(client_id={self.client_id!r}, "
                 f"broker={self.broker_host}:{self.broker_port}, {state})")
-
-
-def _ignore(_msg: Message) -> None:
-    return None
 
 
 def _import_robmqtt_tables(client: Client, db_path: str) -> int:

@@ -240,24 +240,33 @@ class DurableQueue(Writer):
                 now + ttl if ttl is not None else NO_EXPIRY, props, handle,
             )
             self._append_new(_encode_pub(e, topic_b))
-            self._next_seq += 1
             self._hot[priority].append(e)
-            self._hot_bytes += size
-            self._count += 1
-            self._bytes += size
-            self._published += 1
-            self._last_seq = e.seq
-            if not self._dirty:
-                self._dirty = True
-                self._dirty_since = self._clock.monotonic()
-                self._wake.set()
-            if self._hot_bytes > 2 * self._hot_max_bytes:
-                self._backpressure()
+            self._accepted(1, size)
+        self._after_put()
+        return e
+
+    def _accepted(self, n: int, size: int) -> None:
+        """Bookkeeping once ``n`` new messages (``size`` bytes) are in the journal and the
+        hot deques (caller holds the lock)."""
+        self._next_seq += n
+        self._last_seq = self._next_seq - 1
+        self._hot_bytes += size
+        self._count += n
+        self._bytes += size
+        self._published += n
+        if not self._dirty:
+            self._dirty = True
+            self._dirty_since = self._clock.monotonic()
+            self._wake.set()
+        if self._hot_bytes > 2 * self._hot_max_bytes:
+            self._backpressure()
+
+    def _after_put(self) -> None:
+        """Outside the lock: let the sender know, and wait for fsync in ``sync`` mode."""
         if self.on_ready is not None:
             self.on_ready()
         if self.durability == "sync":
-            self.wait_durable(e.seq, None)
-        return e
+            self.wait_durable(self._last_seq, None)
 
     def put_many(
         self,
@@ -288,22 +297,8 @@ class DurableQueue(Writer):
             self._append_new(b"".join(chunks))
             for e in out:
                 hot[e.priority].append(e)
-            self._next_seq = seq
-            self._hot_bytes += total
-            self._count += len(out)
-            self._bytes += total
-            self._published += len(out)
-            self._last_seq = seq - 1
-            if not self._dirty:
-                self._dirty = True
-                self._dirty_since = self._clock.monotonic()
-                self._wake.set()
-            if self._hot_bytes > 2 * self._hot_max_bytes:
-                self._backpressure()
-        if self.on_ready is not None:
-            self.on_ready()
-        if self.durability == "sync":
-            self.wait_durable(self._last_seq, None)
+            self._accepted(len(out), total)
+        self._after_put()
         return out
 
     def _check_disk(self, size: int) -> None:

@@ -130,6 +130,37 @@ def test_decorator_and_resolve() -> None:
     assert Router().resolve("a") is None
 
 
+def test_lookup_agrees_with_resolve_and_follows_new_routes() -> None:
+    """lookup() (the worker's remembered resolve) gives resolve()'s answer, read-only
+    parameters, and a route registered later takes precedence at once."""
+    r = Router()
+    r.on("a/{x}", lambda m, x: None)
+    for topic in ("a/q", "a/b", "a/q", "zz"):
+        want, got = r.resolve(topic), r.lookup(topic)
+        assert (got is None) == (want is None)
+        if got is not None and want is not None:
+            assert got[0] is want[0] and dict(got[1]) == want[1]
+    found = r.lookup("a/q")
+    assert found is not None
+    with pytest.raises(TypeError):
+        found[1]["x"] = "changed"  # type: ignore[index]
+    exact = r.on("a/b", handler)
+    found = r.lookup("a/b")
+    assert found is not None and found[0] is exact and dict(found[1]) == {}
+
+
+def test_lookup_memory_is_bounded() -> None:
+    """Past RESOLVED_TOPICS distinct topics the memory starts afresh (answers stay right)."""
+    from fieldmq.router import routes
+
+    r = Router()
+    route = r.on("d/{n}", lambda m, n: None)
+    for i in range(routes.RESOLVED_TOPICS + 5):
+        found = r.lookup(f"d/{i}")
+        assert found is not None and found[0] is route and found[1]["n"] == str(i)
+    assert len(r._resolved) <= routes.RESOLVED_TOPICS
+
+
 def test_async_handler_detected() -> None:
     """async def handlers (and callables with an async __call__) are recognised."""
 

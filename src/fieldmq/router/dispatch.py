@@ -136,18 +136,21 @@ class Dispatcher:
             self._alarm.close()
 
     def _call(self, route: Route, message: RoutedMessage) -> Any:
-        kwargs = {n: message.params[n] for n in route.passes}
-        limit = message.options.get("time_limit")
+        params = message.params
+        kwargs = {n: params[n] for n in route.passes} if route.passes else {}
+        limit = message.options.get("time_limit") if message.options else None
         if route.is_async:
             coro: Coroutine[Any, Any, Any] = route.handler(message, **kwargs)
             return self._runner_().run(coro, limit)
-        token = None if limit is None else self._alarm_().arm(limit)
-        try:
+        if limit is None:
             result = route.handler(message, **kwargs)
-        finally:
-            if token is not None:
+        else:
+            token = self._alarm_().arm(limit)
+            try:
+                result = route.handler(message, **kwargs)
+            finally:
                 self._alarm_().disarm(token)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             return self._runner_().run(result, limit)
         return result
 
@@ -162,13 +165,17 @@ class Dispatcher:
             exc: BaseException | None
             count = 0
             try:
-                count, exc = run_before(mws, message)
+                if mws:
+                    count, exc = run_before(mws, message)
+                else:
+                    exc = None
                 if exc is None:
                     try:
                         result = self._call(route, message)
                     except Exception as e:
                         exc = e
-                exc = run_after(mws, count, message, result, exc)
+                if mws:
+                    exc = run_after(mws, count, message, result, exc)
             except TimeLimitExceeded as late:  # fired between the handler and its disarm
                 exc = late
             if exc is None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .middleware import Middleware
@@ -33,6 +34,7 @@ __all__ = ["Route", "RouteGroup", "Router"]
 
 Handler = Callable[..., Any]
 _GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+RESOLVED_TOPICS = 10_000  # topics whose route Router.lookup() remembers
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -250,6 +252,7 @@ class Router(_Registry):
         self._routes: list[Route] = []
         self._by_filter: dict[str, Route] = {}
         self._patterns: dict[int, Pattern] = {}
+        self._resolved: dict[str, tuple[Route, Mapping[str, str]] | None] = {}
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -324,6 +327,7 @@ class Router(_Registry):
         self._routes.append(route)
         self._by_filter[compiled.filter] = route
         self._patterns[route.index] = compiled
+        self._resolved = {}  # precedence may differ now
         return route
 
     def resolve(self, topic: str) -> tuple[Route, dict[str, str]] | None:
@@ -332,6 +336,23 @@ class Router(_Registry):
         if found is None:
             return None
         return self._routes[found[0]], found[1]
+
+    def lookup(self, topic: str) -> tuple[Route, Mapping[str, str]] | None:
+        """:meth:`resolve` for the hot path: the answer for a topic is remembered (up to
+        ``RESOLVED_TOPICS`` topics; then the memory starts afresh) and the parameters
+        are a read-only mapping shared by every message on that topic."""
+        resolved = self._resolved
+        try:
+            return resolved[topic]
+        except KeyError:
+            pass
+        found = best_match(self._patterns, topic)
+        answer = None if found is None else (
+            self._routes[found[0]], MappingProxyType(found[1]))
+        if len(resolved) >= RESOLVED_TOPICS:
+            resolved = self._resolved = {}
+        resolved[topic] = answer
+        return answer
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, routes={len(self._routes)})"

@@ -25,14 +25,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..client.client import Client
 from ..client.message import Message
 from .deadletter import DeadLetterStore
-from .dispatch import Dispatcher, Result
+from .dispatch import Dispatcher, Outcome, Result
 from .loader import load_router
 from .message import RoutedMessage
 from .metrics import WorkerStats
@@ -78,7 +77,9 @@ class Worker:
         self.events = events
         self.stats = WorkerStats()
         self.stop = threading.Event()
-        self._inflight = 0
+        # One flag per route connection, each written only by that connection's callback
+        # thread (no lock per message); drain() waits on _idle, notified once stopping.
+        self._busy: dict[int, bool] = {}
         self._idle = threading.Condition()
         self._clients: list[Client] = []
         self._dlq = DeadLetterStore(spec.dead_letters)
@@ -87,7 +88,7 @@ class Worker:
             dead_letter=self._dead_letter,
             wait=lambda s: not self.stop.wait(s),
             observe=lambda route, res: self.stats.record(
-                route.pattern.source, res.outcome.value, res.seconds),
+                route.pattern.source, res.outcome._value_, res.seconds),
         )
         self.name = f"{spec.client_prefix}-s{spec.slot}"
 
@@ -105,27 +106,28 @@ class Worker:
             )
 
     def _on_message(self, route: Route, msg: Message) -> None:
-        if self.stop.is_set():
-            return  # not acknowledged: stays in the session, redelivered at the next start
-        found = self.router.resolve(msg.topic)
-        if found is None or found[0] is not route:
-            msg.ack()  # a more specific route's own subscription receives this message
-            return
-        with self._idle:
-            self._inflight += 1
+        busy, key, stop = self._busy, route.index, self.stop
+        busy[key] = True  # before looking at stop: drain() sees this message or it sees stop
         try:
+            if stop.is_set():
+                return  # not acknowledged: stays in the session, redelivered at the next start
+            found = self.router.lookup(msg.topic)
+            if found is None or found[0] is not route:
+                msg.ack()  # a more specific route's own subscription receives this message
+                return
             rm = RoutedMessage(
                 topic=msg.topic, payload=msg.payload, qos=msg.qos, retain=msg.retain,
                 message_id=msg.message_id, duplicate=msg.duplicate, params=found[1],
                 user_properties=msg.user_properties,
             )
             result: Result = self.dispatcher.process(route, rm)
-            if result.outcome.value != "abandoned":
+            if result.outcome is not Outcome.ABANDONED:
                 msg.ack()
         finally:
-            with self._idle:
-                self._inflight -= 1
-                self._idle.notify_all()
+            busy[key] = False
+            if stop.is_set():
+                with self._idle:
+                    self._idle.notify_all()
 
     def start(self) -> None:
         s = self.spec
@@ -145,6 +147,7 @@ class Worker:
                 username=s.username, password=s.password,
             )
             self._clients.append(client)
+            self._busy[index] = False  # every key exists before messages flow
 
             def callback(msg: Message, route: Route = route) -> None:
                 self._on_message(route, msg)
@@ -159,10 +162,9 @@ class Worker:
 
     def drain(self) -> bool:
         """Wait for in-flight handlers (up to the shutdown timeout); True if all ended."""
-        deadline = time.monotonic() + self.spec.shutdown_timeout
         with self._idle:
-            return self._idle.wait_for(
-                lambda: self._inflight == 0, max(0.0, deadline - time.monotonic()))
+            return self._idle.wait_for(lambda: not any(self._busy.values()),
+                                       self.spec.shutdown_timeout)
 
     def close(self) -> None:
         for client in self._clients:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from fieldmq.ingest.detect import (
     EWMAConfig,
     MADConfig,
     RollingMAD,
+    StuckConfig,
     StuckDetector,
 )
 from fieldmq.ingest.records import Decoded, MessageRow, decode_message
@@ -72,6 +74,41 @@ def test_stuck_detector_ignores_saturation_at_the_floor() -> None:
     for _ in range(100):
         det.update(max(1.0, round(rng.gauss(3, 1), 1)))
     assert not any(det.update(1.0) for _ in range(10))
+
+
+def test_stuck_at_a_new_extreme_is_still_stuck() -> None:
+    """A rising signal that freezes at its highest value so far alerts: the bound was
+    never reached before the run, so it is not saturation."""
+    det = StuckDetector()
+    rng = random.Random(6)
+    assert not any(det.update(round(40 + k * 0.05 + rng.gauss(0, 0.3), 2))
+                   for k in range(60))
+    frozen = det.high + 0.5
+    assert any(det.update(frozen) for _ in range(6))
+
+
+def test_stuck_detector_warms_up() -> None:
+    """Nothing alerts during the first ``warmup`` comparisons, however long the run."""
+    slow, fast = StuckDetector(StuckConfig(warmup=40)), StuckDetector(StuckConfig(warmup=20))
+    values = [float(k) for k in range(30)] + [7.5] * 11
+    assert not any(slow.update(v) for v in values)
+    assert any(fast.update(v) for v in values)
+    assert slow.update(7.5)
+
+
+def test_mad_leaving_a_floor_is_not_an_outlier() -> None:
+    """A CPU clamped at 1 % for most of the window (MAD 0) moving back to its usual
+    range scores low; a real spike still scores far above the threshold."""
+    rng = random.Random(7)
+    det = RollingMAD()
+    for k in range(200):
+        det.score(max(1.0, round(6 + 6 * math.sin(k / 9) + rng.gauss(0, 1), 1)))
+    for _ in range(45):
+        det.score(1.0)
+    z = det.score(9.0)
+    assert z is not None and z < 7
+    z = det.score(95.0)
+    assert z is not None and z > 7
 
 
 def test_one_alert_per_episode_and_rearm() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fieldmq.sim.anomalies import KINDS, Label
+import itertools
+
+from fieldmq.sim.anomalies import GAP, KINDS, MIN_DEPARTURE, Label
 from fieldmq.sim.device import DeviceModel
 from fieldmq.sim.fleet import DeviceSpec, build_fleet
 from fieldmq.sim.profiles import PROFILES
@@ -98,3 +100,31 @@ def test_finish_labels_an_anomaly_cut_by_the_end() -> None:
     label = model.finish(99.0)
     assert label is not None and label.kind == active.kind and label.end == 99.0
     assert model.finish(100.0) is None
+
+
+def test_warmup_gap_and_visible_departures() -> None:
+    """No anomaly starts in the warm-up; anomalies of a device are GAP readings apart;
+    a spike or drift starts only where its range is MIN_DEPARTURE sd from the value."""
+    starts = 0
+    for spec in build_fleet(seed=5, devices=12):
+        profile = PROFILES[spec.profile]
+        model = DeviceModel(spec, warmup=100 * profile.interval)
+        clean_model = DeviceModel(spec, anomalies=False, warmup=100 * profile.interval)
+        labels: list[Label] = []
+        clean = []
+        for k in range(3000):
+            r = model.reading(k, float(k))
+            clean.append(clean_model.reading(k, float(k)).payload)
+            if r.label:
+                labels.append(r.label)
+        assert labels and min(lb.start_tick for lb in labels) >= 100
+        for a, b in itertools.pairwise(labels):
+            assert b.start_tick - a.end_tick > GAP
+        for lb in labels:
+            if lb.kind in ("spike", "drift"):
+                m = profile.metrics[lb.metric]
+                x = clean[lb.start_tick][lb.metric]
+                assert isinstance(x, float)
+                assert max(m.spike[0] - x, x - m.spike[1]) >= MIN_DEPARTURE * m.sd
+                starts += 1
+    assert starts > 10

@@ -94,8 +94,10 @@ def test_builtin_scenarios_load() -> None:
     """The shipped scenarios load from the package and are valid."""
     assert {"outage", "flaky-4g", "power-cycle"} <= set(builtin_scenarios())
     outage = load_scenario("outage")
-    assert outage.needs_broker and outage.duration == 60.0
+    assert outage.needs_broker and outage.duration == 1200.0
+    assert outage.speed == 20.0 and outage.warmup == 300.0  # one wall-clock minute
     assert [s.action for s in outage.steps][:2] == ["broker-stop", "broker-start"]
+    assert min(s.at for s in outage.steps) > outage.warmup
     flaky = load_scenario("flaky-4g")
     assert not flaky.needs_broker and "gateway" in flaky.network_groups
     power = load_scenario("power-cycle")
@@ -117,6 +119,16 @@ def test_for_adds_the_undo_step_and_scaling() -> None:
     assert [s.at for s in half.steps] == [1.0, 2.5, 5.0, 7.5] and half.duration == 30.0
 
 
+def test_speed_and_warmup() -> None:
+    """'speed' and 'warmup' are read; scaled() scales the warm-up but not the speed."""
+    sc = parse_scenario({"duration": "10m", "speed": 15, "warmup": "2m"})
+    assert (sc.speed, sc.warmup) == (15.0, 120.0)
+    half = sc.scaled(0.5)
+    assert (half.speed, half.warmup, half.duration) == (15.0, 60.0, 300.0)
+    plain = parse_scenario({})
+    assert (plain.speed, plain.warmup) == (1.0, 0.0)
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"step": [{"at": "1s", "action": "explode"}]}, "unknown action 'explode'"),
     ({"step": [{"at": "1s"}]}, "needs 'at' and 'action'"),
@@ -129,6 +141,10 @@ def test_for_adds_the_undo_step_and_scaling() -> None:
     ({"step": [{"at": 1, "action": "reset", "colour": 3}]}, "unknown key"),
     ({"duration": "5s", "step": [{"at": 9, "action": "reset"}]}, "after the duration"),
     ({"steps": []}, "unknown key"),
+    ({"speed": 0}, "'speed' must be a number > 0"),
+    ({"speed": "fast"}, "'speed' must be a number > 0"),
+    ({"warmup": "soon"}, "bad warmup"),
+    ({"duration": "1m", "warmup": "1m"}, "must end before the duration"),
 ])
 def test_scenario_errors(data: dict[str, object], message: str) -> None:
     """A bad scenario is refused with the step and the problem named."""

@@ -65,7 +65,7 @@ class MADConfig:
 
     window: int = 60
     threshold: float = 7.0
-    min_points: int = 10
+    min_points: int = 30
     min_scale: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -95,15 +95,17 @@ class EWMAConfig:
 
 @dataclass(frozen=True, slots=True)
 class StuckConfig:
-    """Alert after ``min_run`` exact repeats or more, once ``p ** run < p_alarm``."""
+    """Alert after ``min_run`` exact repeats or more, once ``p ** run < p_alarm``, after
+    ``warmup`` readings."""
 
     min_run: int = 3
     p_alarm: float = 1e-3
     learn_rate: float = 0.02
+    warmup: int = 20
 
     def __post_init__(self) -> None:
-        if self.min_run < 1:
-            raise ValueError("StuckConfig.min_run must be >= 1")
+        if self.min_run < 1 or self.warmup < 1:
+            raise ValueError("StuckConfig.min_run and warmup must be >= 1")
         if not 0 < self.p_alarm < 1 or not 0 < self.learn_rate < 1:
             raise ValueError("StuckConfig.p_alarm and learn_rate must be in (0, 1)")
 
@@ -128,13 +130,22 @@ class DetectorConfig:
 
 
 class RollingMAD:
-    """Robust z-score of each value against the previous ``window`` values."""
+    """Robust z-score of each value against the previous ``window`` values.
+
+    A signal clamped at a physical bound (a CPU idling at 1 %) fills the window with one
+    value and its MAD collapses to 0; any move off the bound would then score huge. So
+    values equal to the lowest or highest the series ever reported are left out of the
+    MAD (not the median) when a quarter of the window sits there and at least a third of
+    ``min_points`` others remain, and the scale's floor is the mean
+    absolute step between consecutive *different* readings (repeats carry no scale)."""
 
     def __init__(self, config: MADConfig | None = None) -> None:
         self.config = config or MADConfig()
         self._fifo: deque[float] = deque()
         self._sorted: list[float] = []
         self._step = 0.0
+        self._low = math.inf
+        self._high = -math.inf
 
     def score(self, x: float) -> float | None:
         """The robust z-score of ``x`` (``None`` while warming up); then remembers ``x``."""
@@ -145,11 +156,18 @@ class RollingMAD:
         if n >= c.min_points:
             half = n // 2
             med = s[half] if n % 2 else (s[half - 1] + s[half]) / 2
-            dev = sorted(abs(v - med) for v in s)
-            mad = dev[half] if n % 2 else (dev[half - 1] + dev[half]) / 2
+            lo = bisect.bisect_right(s, self._low)
+            hi = bisect.bisect_left(s, self._high)
+            lo = lo if 4 * lo >= n else 0  # saturated: a quarter of the window at a bound
+            hi = hi if 4 * (n - hi) >= n else n
+            inner = s[lo:hi] if hi - lo >= max(3, c.min_points // 3) else s
+            dev = sorted(abs(v - med) for v in inner)
+            m = len(dev) // 2
+            mad = dev[m] if len(dev) % 2 else (dev[m - 1] + dev[m]) / 2
             z = abs(x - med) / max(_MAD_SCALE * mad, 0.5 * self._step, c.min_scale)
-        if self._fifo:
+        if self._fifo and x != self._fifo[-1]:
             self._step += _STEP_ALPHA * (abs(x - self._fifo[-1]) - self._step)
+        self._low, self._high = min(self._low, x), max(self._high, x)
         self._fifo.append(x)
         bisect.insort(s, x)
         if len(self._fifo) > c.window:
@@ -188,34 +206,53 @@ class EWMA:
 class StuckDetector:
     """Counts exact repeats; ``update`` is ``True`` while the run is implausibly long.
 
-    The repeat rate ``p`` is the plain average over the first ``1 / learn_rate``
-    comparisons, an exponential average afterwards; nothing alerts before that warm-up.
-    A run at the lowest or highest value the series ever reported is saturation at a
-    physical bound (a CPU idling at its floor), not a frozen sensor, and never alerts."""
+    The repeat rate ``p`` is a Laplace-smoothed average ``(repeats + 1) / (n + 2)`` over
+    the first ``1 / learn_rate`` comparisons (high while little is known, so a young
+    series needs a longer run), an exponential average afterwards; nothing alerts before
+    ``warmup`` comparisons. A run at the lowest or highest value the series ever
+    reported, when the series had already been at that value before the run, is
+    saturation at a physical bound (a CPU idling at its floor), not a frozen sensor, and
+    never alerts."""
 
     def __init__(self, config: StuckConfig | None = None) -> None:
         self.config = config or StuckConfig()
         self.last: float | None = None
         self.run = 0
         self.seen = 0
-        self.p_repeat = 0.0
+        self.repeats = 0
+        self.p_repeat = 0.5
         self.low = math.inf
         self.high = -math.inf
+        self._at_low = 0  # readings at the lowest value so far
+        self._at_high = 0
+
+    def _bounds(self, x: float) -> None:
+        if x < self.low:
+            self.low, self._at_low = x, 0
+        if x > self.high:
+            self.high, self._at_high = x, 0
+        self._at_low += x == self.low
+        self._at_high += x == self.high
 
     def update(self, x: float) -> bool:
         c = self.config
         last, self.last = self.last, x
-        extreme = x <= self.low or x >= self.high
-        self.low, self.high = min(self.low, x), max(self.high, x)
+        self._bounds(x)
         if last is None:
             return False
         same = x == last
         self.run = self.run + 1 if same else 0
-        self.seen += 1
         p = self.p_repeat
-        rate = max(c.learn_rate, 1.0 / self.seen)
-        self.p_repeat += rate * ((1.0 if same else 0.0) - p)
-        if self.run < c.min_run or extreme or self.seen * c.learn_rate < 1.0:
+        self.seen += 1
+        self.repeats += same
+        if self.seen * c.learn_rate < 1.0:
+            self.p_repeat = (self.repeats + 1) / (self.seen + 2)
+        else:
+            self.p_repeat += c.learn_rate * ((1.0 if same else 0.0) - p)
+        if self.run < c.min_run or self.seen <= c.warmup:
+            return False
+        before = self._at_low if x == self.low else self._at_high if x == self.high else 0
+        if before > self.run + 1:  # the bound was reached before this run: saturation
             return False
         return p <= 0.0 or self.run * math.log(p) < math.log(c.p_alarm)
 

@@ -6,9 +6,17 @@ its profile's ``failure_rate``; an anomaly lasts a few readings and is one of:
 * ``stuck``: the sensor repeats the value it had when the anomaly started;
 * ``dropout``: the metric is missing from the payload.
 
-Every anomaly becomes a :class:`Label` (device, metric, kind, first and last
-reading, start and end time): the ground truth that anomaly detection is scored
-against. Deterministic from its own ``random.Random``; no I/O.
+A spike or drift starts only when the spike range is at least :data:`MIN_DEPARTURE`
+standard deviations (``MetricSpec.sd``) away from the metric's current clean value: a
+"spike" to 90 % on a camera whose CPU already runs at 85 % changes nothing, and would
+be a label no one could see in the data. Between two anomalies of a device there are
+at least :data:`GAP` normal readings (two dropouts back to back would look like one).
+With ``first_tick`` no anomaly starts before that reading (a warm-up in which
+detectors learn the device's normal behaviour).
+
+Every anomaly becomes a :class:`Label` (device, metric, kind, first and last reading,
+start and end time): the ground truth that anomaly detection is scored against.
+Deterministic from its own ``random.Random``; no I/O.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from typing import Any
 
 from .profiles import MetricSpec
 
-__all__ = ["KINDS", "ActiveAnomaly", "AnomalyInjector", "Label"]
+__all__ = ["GAP", "KINDS", "MIN_DEPARTURE", "ActiveAnomaly", "AnomalyInjector", "Label"]
 
 KINDS = ("spike", "drift", "stuck", "dropout")
+MIN_DEPARTURE = 5.0  # standard deviations between the clean value and the spike range
+GAP = 3  # normal readings at least between two anomalies of a device
 _DURATION = {"spike": (1, 3), "drift": (6, 20), "stuck": (5, 15), "dropout": (3, 10)}
 
 
@@ -69,22 +79,32 @@ class AnomalyInjector:
         rng: random.Random,
         *,
         enabled: bool = True,
+        first_tick: int = 0,
     ) -> None:
+        if first_tick < 0:
+            raise ValueError(f"first_tick must be >= 0, got {first_tick!r}")
         self.device = device
+        self.first_tick = first_tick
         self.metrics = metrics
         self.failure_rate = failure_rate
         self.enabled = enabled
         self._names = sorted(metrics)
         self._rng = rng
         self.active: ActiveAnomaly | None = None
+        self._quiet_until = first_tick  # no anomaly starts before this reading
 
-    def _start(self, tick: int, ts: float, values: dict[str, float]) -> ActiveAnomaly:
+    def _start(self, tick: int, ts: float, values: dict[str, float]) -> ActiveAnomaly | None:
         rng = self._rng
         kind = rng.choice(KINDS)
         metric = rng.choice(self._names)
         lo, hi = _DURATION[kind]
         length = rng.randint(lo, hi)
         spec = self.metrics[metric]
+        if kind in ("spike", "drift"):
+            x = values[metric]
+            gap = max(spec.spike[0] - x, x - spec.spike[1], 0.0)
+            if gap < MIN_DEPARTURE * spec.sd:
+                return None
         if kind == "drift":
             target = rng.uniform(*spec.spike)
             param = target - values[metric]
@@ -105,7 +125,8 @@ class AnomalyInjector:
         out: dict[str, float | None] = dict(values)
         started = None
         a = self.active
-        if a is None and self._rng.random() < self.failure_rate:
+        if (a is None and self._rng.random() < self.failure_rate
+                and tick >= self._quiet_until):
             a = self.active = started = self._start(tick, ts, values)
         if a is None:
             return out, None, None
@@ -129,4 +150,5 @@ class AnomalyInjector:
         if tick >= a.end_tick:
             label = Label(self.device, a.metric, a.kind, a.start_tick, a.end_tick, a.start, ts)
             self.active = None
+            self._quiet_until = max(self._quiet_until, tick + 1 + GAP)
         return out, label, started

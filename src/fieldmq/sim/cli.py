@@ -75,6 +75,13 @@ def register(subparsers: Any) -> None:
                      help=f"built-in ({', '.join(builtin_scenarios())}) or a .toml file")
     sim.add_argument("--time-scale", type=_arg(_positive_float), default=1.0,
                      help="multiply every scenario time (0.5 runs it twice as fast)")
+    sim.add_argument("--speed", type=_arg(_positive_float),
+                     help="simulated seconds per wall-clock second: --speed 20 runs 20 "
+                          "simulated minutes in one minute, readings stamped with "
+                          "simulated time (default: the scenario's, else 1)")
+    sim.add_argument("--warmup", type=_arg(parse_duration),
+                     help="simulated time at the start without anomalies, for detectors "
+                          "to learn the fleet (default: the scenario's, else 0)")
     sim.add_argument("--broker", help="broker URL (default: run a private mosquitto)")
     sim.add_argument("--processes", type=_arg(_positive_int),
                      help="worker processes to spread the devices over (default: one per "
@@ -145,7 +152,7 @@ def _simulate(args: argparse.Namespace) -> int:
             label_payload=args.label_payload, rate=args.rate,
             drain_timeout=args.drain_timeout, late_after=args.late_after,
             max_backoff=args.max_backoff, keepalive=args.keepalive,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, speed=args.speed, warmup=args.warmup,
             worker_log_level=max(logging.ERROR, root.getEffectiveLevel()),
         )
         sim = Simulation(config)

@@ -11,6 +11,7 @@ Topics follow the runtime's ``<group>/<device>/<kind>/<name>`` convention:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,8 @@ class DeviceModel:
 
     ``reading(tick, ts)`` must be called with consecutive ticks; ``skip_to(tick)``
     fast-forwards (a device that was powered off resumes with the values it would
-    have had, so a run with a restart still matches the seed).
+    have had, so a run with a restart still matches the seed). No anomaly starts in
+    the first ``warmup`` seconds of readings.
     """
 
     def __init__(
@@ -60,7 +62,10 @@ class DeviceModel:
         anomalies: bool = True,
         label_payload: bool = False,
         profile: Profile | None = None,
+        warmup: float = 0.0,
     ) -> None:
+        if not (warmup >= 0 and math.isfinite(warmup)):
+            raise ValueError(f"warmup must be a finite number of seconds >= 0, got {warmup!r}")
         self.spec = spec
         self.profile = profile or get_profile(spec.profile)
         self.topics = DeviceTopics(topic_group, spec.device_id)
@@ -75,6 +80,7 @@ class DeviceModel:
         self._injector = AnomalyInjector(
             spec.device_id, metrics, self.profile.failure_rate,
             random.Random(derive_seed(spec.seed, "anomaly")), enabled=anomalies,
+            first_tick=math.ceil(warmup / self.profile.interval),
         )
         self.next_tick = 0
 

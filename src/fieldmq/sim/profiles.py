@@ -49,6 +49,12 @@ class MetricSpec:
         if not self.period > 0:
             raise ValueError(f"MetricSpec: period must be > 0 s, got {self.period!r}")
 
+    @property
+    def sd(self) -> float:
+        """The standard deviation of the clean value around ``base`` (sine, wander and
+        noise together; clamping ignored)."""
+        return math.sqrt(self.amplitude**2 / 2 + self.wander**2 + self.noise**2)
+
 
 @dataclass(frozen=True, slots=True)
 class Profile:

@@ -6,6 +6,8 @@
     name = "outage"
     description = "the broker goes away for 20 s"
     duration = "60s"            # default run length (--duration overrides)
+    speed = 1                   # simulated seconds per wall-clock second (--speed)
+    warmup = "0s"               # no anomaly is injected before (--warmup)
 
     [[step]]
     at = "10s"
@@ -60,7 +62,7 @@ _UNDO = {
     "refuse": "pass", "device-kill": "device-restart",
 }
 _STEP_KEYS = {"at", "action", "group", "devices", "ms", "bytes_per_s", "for"}
-_TOP_KEYS = {"name", "description", "duration", "step"}
+_TOP_KEYS = {"name", "description", "duration", "speed", "warmup", "step"}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
 
@@ -131,13 +133,17 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A named timeline of :class:`Step`; ``duration`` is the default run length."""
+    """A named timeline of :class:`Step`; ``duration`` is the default run length (in
+    simulated seconds), ``speed`` how many simulated seconds pass per wall-clock second,
+    ``warmup`` how long devices report before the first anomaly may start."""
 
     name: str
     steps: tuple[Step, ...] = ()
     duration: float | None = None
     description: str = ""
     source: str = field(default="", compare=False)
+    speed: float = 1.0
+    warmup: float = 0.0
 
     @property
     def needs_broker(self) -> bool:
@@ -155,13 +161,15 @@ class Scenario:
         return max((s.at for s in self.steps), default=0.0)
 
     def scaled(self, factor: float) -> Scenario:
-        """The same timeline with every time multiplied by ``factor`` (> 0)."""
+        """The same timeline with every time (warm-up included) multiplied by
+        ``factor`` (> 0); the clock's ``speed`` is unchanged."""
         if not (factor > 0 and math.isfinite(factor)):
             raise ValueError(f"time scale must be a positive number, got {factor!r}")
         return replace(
             self,
             steps=tuple(replace(s, at=s.at * factor) for s in self.steps),
             duration=None if self.duration is None else self.duration * factor,
+            warmup=self.warmup * factor,
         )
 
 
@@ -254,8 +262,20 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>") -> Sc
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ScenarioError(f"{source}: 'description' must be a string")
+    speed = data.get("speed", 1.0)
+    if (isinstance(speed, bool) or not isinstance(speed, (int, float))
+            or not (math.isfinite(speed) and speed > 0)):
+        raise ScenarioError(f"{source}: 'speed' must be a number > 0, got {speed!r}")
+    try:
+        warmup = parse_duration(data.get("warmup", 0), what="warmup")
+    except ValueError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+    if duration is not None and warmup >= duration:
+        raise ScenarioError(f"{source}: the warm-up ({warmup:g}s) must end before the "
+                            f"duration ({duration:g}s)")
     scenario = Scenario(name=name, steps=tuple(steps), duration=duration,
-                        description=description, source=source)
+                        description=description, source=source, speed=float(speed),
+                        warmup=warmup)
     if duration is not None and scenario.end > duration:
         raise ScenarioError(
             f"{source}: a step at {scenario.end:g}s is after the duration ({duration:g}s)"

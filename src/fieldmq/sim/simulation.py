@@ -110,6 +110,10 @@ class SimulationConfig:
     max_backoff: float = 5.0
     overwrite: bool = False
     worker_log_level: int = logging.WARNING
+    # Simulated seconds per wall-clock second, and the anomaly-free start (simulated
+    # seconds); None: the scenario's (1 and 0 without one).
+    speed: float | None = None
+    warmup: float | None = None
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -120,6 +124,11 @@ class SimulationConfig:
             raise ValueError(f"max_backoff must be > 0 s, got {self.max_backoff!r}")
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
+        if self.speed is not None and not (self.speed > 0 and self.speed < float("inf")):
+            raise ValueError(f"speed must be a number > 0, got {self.speed!r}")
+        if self.warmup is not None and not (0 <= self.warmup < self.run_length):
+            raise ValueError(f"warmup must be >= 0 s and shorter than the run, "
+                             f"got {self.warmup!r}")
         if self.protocol not in (4, 5):
             raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5, got {self.protocol!r}")
         if self.scenario is not None and self.scenario.needs_broker and self.broker:
@@ -135,6 +144,18 @@ class SimulationConfig:
         if self.scenario is not None and self.scenario.duration is not None:
             return self.scenario.duration
         return 60.0
+
+    @property
+    def clock_speed(self) -> float:
+        if self.speed is not None:
+            return self.speed
+        return self.scenario.speed if self.scenario is not None else 1.0
+
+    @property
+    def anomaly_warmup(self) -> float:
+        if self.warmup is not None:
+            return self.warmup
+        return self.scenario.warmup if self.scenario is not None else 0.0
 
 
 @dataclass(slots=True)
@@ -234,6 +255,11 @@ class Simulation:
                 f"scenario {self.scenario.name!r} has a step at {self.scenario.end:g} s, "
                 f"after the end of the run ({config.run_length:g} s); give a longer --duration"
             )
+        if config.anomaly_warmup >= config.run_length:
+            raise ValueError(
+                f"the anomaly warm-up ({config.anomaly_warmup:g} s) does not end before the "
+                f"run ({config.run_length:g} s); give a longer --duration or a shorter --warmup"
+            )
         per = -(-len(self.fleet) // MAX_DEVICES_PER_PROCESS)
         if config.processes is None:
             self.processes = per
@@ -303,11 +329,15 @@ class Simulation:
                     self.faults.pop(key, None)
                 else:
                     self.faults[key] = step.label
-                self.history.append((time.monotonic() - self._t_start, step.label))
+                self.history.append((self._elapsed(), step.label))
             log.info("scenario: %s", step.label)
 
         run.__name__ = step.label
         return run
+
+    def _elapsed(self) -> float:
+        """Simulated seconds since the start of the run."""
+        return (time.monotonic() - self._t_start) * self.config.clock_speed
 
     # -- setup and teardown -----------------------------------------------------------------
     def _start_network(self) -> tuple[str, dict[str, str]]:
@@ -338,7 +368,7 @@ class Simulation:
             topic_group=cfg.topic_group, client_prefix=cfg.client_prefix,
             anomalies=cfg.anomalies, label_payload=cfg.label_payload, rate=cfg.rate,
             keepalive=cfg.keepalive, max_backoff=cfg.max_backoff, log_level=cfg.worker_log_level,
-            protocol=cfg.protocol,
+            protocol=cfg.protocol, speed=cfg.clock_speed, warmup=cfg.anomaly_warmup,
         ) for i, p in enumerate(parts)]
         if self.processes == 1:
             self._events = queue.Queue()
@@ -385,7 +415,7 @@ class Simulation:
                 raise SimulationError(f"simulator worker {index} failed:\n{data}")
 
     def status(self, phase: str, received: int = 0) -> FleetStatus:
-        st = FleetStatus(phase=phase, elapsed=time.monotonic() - self._t_start,
+        st = FleetStatus(phase=phase, elapsed=self._elapsed(),
                          duration=self.config.run_length, devices=len(self.fleet),
                          received=received)
         top: tuple[str, int] | None = None
@@ -434,9 +464,11 @@ class Simulation:
                 client_id=f"{cfg.client_prefix}-audit", protocol=cfg.protocol).start()
             self._t_start = time.monotonic()
             self._start_workers(brokers)
-            schedule = FaultSchedule([(s.at, self._action(s)) for s in self.scenario.steps],
+            speed = cfg.clock_speed
+            schedule = FaultSchedule([(s.at / speed, self._action(s))
+                                      for s in self.scenario.steps],
                                      name="fieldmq-sim-scenario").start()
-            end = self._t_start + cfg.run_length
+            end = self._t_start + cfg.run_length / speed
             while time.monotonic() < end and not self._abort.is_set():
                 self._pump(min(0.5, max(0.0, end - time.monotonic())))
                 report(self.status("running", subscriber.received))

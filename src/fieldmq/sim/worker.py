@@ -66,6 +66,8 @@ class WorkerConfig:
     max_backoff: float = 5.0
     log_level: int = logging.WARNING
     protocol: int = 5  # 4 (MQTT 3.1.1) sends message ids in the fieldmq envelope
+    speed: float = 1.0  # simulated seconds per wall-clock second, from t0
+    warmup: float = 0.0  # simulated seconds without anomalies at the start
 
 
 @dataclass(slots=True)
@@ -124,7 +126,8 @@ class Worker:
             if config.rate != 1.0:
                 profile = profile.scaled(config.rate)
             model = DeviceModel(spec, topic_group=config.topic_group, anomalies=config.anomalies,
-                                label_payload=config.label_payload, profile=profile)
+                                label_payload=config.label_payload, profile=profile,
+                                warmup=config.warmup)
             self.devices[spec.device_id] = _Device(
                 spec, model, profile, state / "stores" / f"{spec.device_id}.db")
         (state / "stores").mkdir(parents=True, exist_ok=True)
@@ -138,8 +141,13 @@ class Worker:
         self.labels = 0
 
     # -- clock ------------------------------------------------------------------------
-    def _mono(self, wall: float) -> float:
-        return self._mono0 + (wall - self.cfg.t0)
+    # Simulated time starts at t0 and runs ``speed`` times as fast as the wall clock; the
+    # payloads and labels carry it. The accept log and the MQTT clients keep wall time.
+    def _now(self) -> float:
+        return self.cfg.t0 + (time.time() - self.cfg.t0) * self.cfg.speed
+
+    def _mono(self, sim: float) -> float:
+        return self._mono0 + (sim - self.cfg.t0) / self.cfg.speed
 
     def _push(self, due: float, kind: str, dev: _Device) -> None:
         self._n += 1
@@ -170,16 +178,16 @@ class Worker:
         dev.boots += 1
         dev.state.boots = dev.boots
         dev.gen += 1
-        now_wall = time.time()
+        now = self._now()
         p = dev.profile
-        tick = max(0, int((now_wall - self.cfg.t0 - dev.spec.offset) // p.interval) + 1)
+        tick = max(0, int((now - self.cfg.t0 - dev.spec.offset) // p.interval) + 1)
         tick = max(tick, dev.model.next_tick)
         dev.model.skip_to(tick)
         self._publish(dev, "event", dev.model.event_topic("boot"),
-                      dev.model.boot_event(now_wall, dev.boots))
+                      dev.model.boot_event(now, dev.boots))
         self._publish_status(dev)
         self._push(self._mono(telemetry_ts(dev.spec, p, self.cfg.t0, tick)), "telemetry", dev)
-        self._push(time.monotonic() + p.status_interval, "status", dev)
+        self._push(time.monotonic() + p.status_interval / self.cfg.speed, "status", dev)
 
     def _kill(self, dev: _Device) -> None:
         client, dev.client = dev.client, None
@@ -214,7 +222,7 @@ class Worker:
             return
         s = client.stats()
         payload = {
-            "device": dev.spec.device_id, "ts": round(time.time(), 3),
+            "device": dev.spec.device_id, "ts": round(self._now(), 3),
             "queue_depth": s["queued"], "inflight": s["inflight"],
             "connected": s["connected"], "reconnects": s["reconnects"],
             "boots": dev.boots, "oldest_age": s.get("oldest_age"),
@@ -296,7 +304,8 @@ class Worker:
                         self._telemetry(dev)
                     else:
                         self._publish_status(dev)
-                        self._push(now + dev.profile.status_interval, "status", dev)
+                        self._push(now + dev.profile.status_interval / self.cfg.speed,
+                                   "status", dev)
                 if self.accept.due():
                     self.accept.commit()
                 if now >= next_snapshot:
@@ -319,7 +328,7 @@ class Worker:
         """End the run: restart killed devices (their stores hold messages), wait up to
         ``drain`` seconds until every client delivered everything, record the final
         statistics and labels, and report ``done``."""
-        end = time.time()
+        end = self._now()
         if drain >= 0:
             for dev in self.devices.values():
                 if dev.client is None and not dev.state.up:
@@ -338,7 +347,7 @@ class Worker:
             dev.boots += 1
             dev.state.boots = dev.boots
             self._publish(dev, "event", dev.model.event_topic("boot"),
-                          dev.model.boot_event(time.time(), dev.boots))
+                          dev.model.boot_event(self._now(), dev.boots))
             pending.remove(dev)
         for dev in self.devices.values():
             label = dev.model.finish(end)

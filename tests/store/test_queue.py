@@ -748,3 +748,23 @@ def test_publish_handle_constructed_directly() -> None:
     h = PublishHandle(None, "id")
     assert h.status == "queued" and not h.done
     assert h.wait_durable(0)
+
+
+def test_online_queue_does_not_spill_for_age(sqlite_queues: Queues) -> None:
+    """While a broker connection is up, waiting messages stay in memory (they go out soon:
+    writing them to SQLite would cost more than sending them); when it drops, those that
+    waited longer than spill_after move to the backlog, and order is kept either way."""
+    q = sqlite_queues.open(spill_after=1.0)
+    q.set_online(True)
+    for i in range(3):
+        put(q, b"m%d" % i)
+    before = q.stats()["store_bytes"]
+    sqlite_queues.clock.advance(6)  # past spill_after, and past the writer's clock record
+    assert q.flush(5)
+    # the clock record is appended in the same writer pass, after the spill decision
+    wait_for(lambda: q.stats()["store_bytes"] > before, what="a writer pass")
+    assert q.stats()["spilled"] == 0
+    q.set_online(False)
+    wait_for(lambda: q.stats()["spilled"] >= 3, what="spill once offline")
+    put(q, b"m3")
+    assert drain(q) == [b"m0", b"m1", b"m2", b"m3"]

@@ -313,6 +313,7 @@ class NetLoop:
         subs = self._subscriptions()
         if subs:
             self._send_subscriptions(subs)
+        self.queue.set_online(True)
         self._connected_event.set()
 
     def _send_subscriptions(self, subs: list[tuple[str, int]]) -> None:
@@ -500,6 +501,7 @@ class NetLoop:
 
     def _after_disconnect(self) -> None:
         self._connected = False
+        self.queue.set_online(False)
         self._connected_event.clear()
         self._flush_results()
         self._check_poison()

@@ -119,6 +119,7 @@ class DurableQueue(Writer):
         self._last_clock_save = 0.0
         self._spilled = 0
         self._disk_full = False  # the last spill failed for lack of space
+        self._online = False  # a broker connection is sending (see set_online)
         self._last_error: str | None = None
         self.uid = ""
         self.recovered = 0
@@ -394,6 +395,16 @@ class DurableQueue(Writer):
         yield from hot
 
     # -- consumer side (network thread) ------------------------------------------
+    def set_online(self, online: bool) -> None:
+        """The network thread says whether a broker connection is up. While it is, young
+        messages are not moved to the backlog for their age alone: they go out soon, and
+        writing them to SQLite only to read and delete them again would cost more than
+        sending them (memory stays bounded by ``hot_max_bytes``). Offline, messages that
+        wait longer than ``spill_after`` move to the backlog as before."""
+        self._online = online
+        if not online:
+            self._maint_wake.set()
+
     def take(self, n: int) -> list[Entry]:
         """Up to ``n`` messages to send, in delivery order; they become in flight."""
         out: list[Entry] = []

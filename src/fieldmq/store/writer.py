@@ -69,6 +69,7 @@ class Writer:
     _last_clock_save: float
     _spilled: int
     _disk_full: bool
+    _online: bool
     _last_error: str | None
 
     def now(self) -> float:
@@ -217,7 +218,8 @@ class Writer:
                 self._dirty = True
 
     def _spill(self, everything: bool) -> None:
-        limit = self.now() - self._spill_after
+        # online, only memory (hot_max_bytes) moves messages to the backlog: see set_online
+        limit = self.now() - self._spill_after if not self._online else float("-inf")
         batch: list[Entry] = []
         with self._lock:
             over = self._hot_bytes > self._hot_max_bytes

@@ -178,7 +178,7 @@ def simulate(seed: int, seconds: float, config: DetectorConfig) -> Score:
         d = decode_message(topic, payload, f"m-{i}", ts)
         assert isinstance(d, Decoded)
         alerts += det.observe(d.message, {r.metric: r.value for r in d.readings})
-    truth = [GroundTruth(x.device, x.metric, x.start, x.end, x.kind) for x in labels]
+    truth = [GroundTruth(x.device, x.metric, x.start, x.end, x.kind, x.truncated) for x in labels]
     return score([(a.device, a.metric, a.ts) for a in alerts], truth, tolerance=30.0)
 
 

@@ -33,6 +33,21 @@ def test_window_bounds_filter_alerts() -> None:
     assert s.alerts == 0 and s.precision == 1.0 and s.recall == 0.0
 
 
+def test_truncated_labels_are_matched_but_not_counted_in_recall() -> None:
+    """A label cut by the end of the run makes its alerts true positives but is left
+    out of recall (it had not played out)."""
+    labels = [GroundTruth("d1", "cpu", 100.0, 130.0, "drift"),
+              GroundTruth("d1", "mem", 300.0, 301.0, "drift", truncated=True),
+              GroundTruth("d2", "mem", 300.0, 301.0, "drift", truncated=True)]
+    s = score([("d1", "cpu", 110.0), ("d1", "mem", 301.0)], labels)
+    assert (s.alerts, s.true_positives, s.labels, s.detected, s.truncated) == (2, 2, 1, 1, 2)
+    assert s.precision == 1.0 and s.recall == 1.0 and s.missed == ()
+    assert s.as_dict()["truncated"] == 2
+    loaded = GroundTruth.from_dict({"device": "d", "metric": "m", "start": 1, "end": 2,
+                                    "truncated": True})
+    assert loaded.truncated
+
+
 def test_load_labels_reads_the_simulator_format(tmp_path: Path) -> None:
     """Simulator labels (extra fields included) load; a bad line names file and line."""
     from fieldmq.sim.anomalies import Label

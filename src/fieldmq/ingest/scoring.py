@@ -4,10 +4,13 @@ apart from :func:`load_labels` which reads a JSON-lines file.
 The matching rule: an alert is a **true positive** when its device and metric equal a
 label's and its timestamp lies in ``[label.start, label.end + tolerance]`` (compared to the
 millisecond, as payload timestamps are rounded to it); otherwise it is
-a false positive. A label is **detected** when at least one alert matches it.
+a false positive. A label is **detected** when at least one alert matches it. An alert
+that matches two labels counts once; one label matched by several alerts counts once.
 
 * ``precision = matched alerts / alerts``;
-* ``recall = detected labels / labels``;
+* ``recall = detected labels / labels``, over the labels that are not ``truncated``
+  (cut by the end of the run before they played out; alerts on them still count as
+  true positives);
 * ``f1 = 2 * precision * recall / (precision + recall)``;
 * detection delay of a detected label: ``first matching alert ts - label.start``
   (mean, median and maximum reported).
@@ -42,6 +45,7 @@ class GroundTruth:
     start: float
     end: float
     kind: str = ""
+    truncated: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "label") -> GroundTruth:
@@ -55,12 +59,13 @@ class GroundTruth:
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:
             raise ValueError(f"{where}: needs finite start <= end, got {start!r}, {end!r}")
         return cls(str(data["device"]), str(data["metric"]), start, end,
-                   str(data.get("kind", "")))
+                   str(data.get("kind", "")), data.get("truncated") is True)
 
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """The result of :func:`score`."""
+    """The result of :func:`score`. ``labels`` counts the labels scored for recall (the
+    truncated ones are in ``truncated``)."""
 
     alerts: int
     labels: int
@@ -70,6 +75,7 @@ class Score:
     delays: tuple[float, ...] = ()
     missed: tuple[GroundTruth, ...] = field(default=(), repr=False)
     by_kind: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    truncated: int = 0
 
     @property
     def false_positives(self) -> int:
@@ -94,6 +100,7 @@ class Score:
             "alerts": self.alerts, "labels": self.labels,
             "true_positives": self.true_positives, "false_positives": self.false_positives,
             "detected": self.detected, "missed": len(self.missed),
+            "truncated": self.truncated,
             "precision": round(self.precision, 4), "recall": round(self.recall, 4),
             "f1": round(self.f1, 4), "tolerance_s": self.tolerance,
             "delay_mean_s": round(statistics.fmean(d), 3) if d else None,
@@ -149,10 +156,12 @@ def score(
                 if i not in first or ts < first[i]:
                     first[i] = ts
         tp += int(hit)
-    delays = tuple(first[i] - labels[i].start for i in sorted(first))
+    scored = [i for i, lab in enumerate(labels) if not lab.truncated]
+    delays = tuple(first[i] - labels[i].start for i in scored if i in first)
     by_kind: dict[str, tuple[int, int]] = {}
-    for i, lab in enumerate(labels):
-        found, n = by_kind.get(lab.kind, (0, 0))
-        by_kind[lab.kind] = (found + (i in first), n + 1)
-    missed = tuple(lab for i, lab in enumerate(labels) if i not in first)
-    return Score(n_alerts, len(labels), tp, len(first), tolerance, delays, missed, by_kind)
+    for i in scored:
+        found, n = by_kind.get(labels[i].kind, (0, 0))
+        by_kind[labels[i].kind] = (found + (i in first), n + 1)
+    missed = tuple(labels[i] for i in scored if i not in first)
+    return Score(n_alerts, len(scored), tp, len(scored) - len(missed), tolerance, delays,
+                 missed, by_kind, truncated=len(labels) - len(scored))

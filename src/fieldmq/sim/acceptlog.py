@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS accepted (
 CREATE TABLE IF NOT EXISTS labels (
     device TEXT NOT NULL, metric TEXT NOT NULL, kind TEXT NOT NULL,
     start_tick INTEGER NOT NULL, end_tick INTEGER NOT NULL, start REAL NOT NULL,
-    "end" REAL NOT NULL);
+    "end" REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS device_stats (
     device TEXT PRIMARY KEY, stats TEXT NOT NULL, at REAL NOT NULL);
 """
@@ -83,7 +83,7 @@ class AcceptLog:
 
     def label(self, label: Label) -> None:
         self._labels.append((label.device, label.metric, label.kind, label.start_tick,
-                             label.end_tick, label.start, label.end))
+                             label.end_tick, label.start, label.end, int(label.truncated)))
 
     def device_stats(self, device: str, stats: dict[str, Any]) -> None:
         """Keep the client's last statistics of ``device`` (its drop counts matter)."""
@@ -108,7 +108,7 @@ class AcceptLog:
         try:
             db.execute("BEGIN")
             db.executemany("INSERT INTO accepted VALUES (?, ?, ?, ?, ?, ?)", self._rows)
-            db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", self._labels)
+            db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._labels)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -162,9 +162,10 @@ def read_accepted(paths: Iterable[Path]) -> list[AcceptedRow]:
 
 
 def read_labels(paths: Iterable[Path]) -> list[Label]:
-    rows = _query(paths, 'SELECT device, metric, kind, start_tick, end_tick, start, "end" '
-                         "FROM labels ORDER BY start")
-    return sorted((Label(*r) for r in rows), key=lambda lb: (lb.start, lb.device))
+    rows = _query(paths, 'SELECT device, metric, kind, start_tick, end_tick, start, "end", '
+                         "truncated FROM labels ORDER BY start")
+    return sorted((Label(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows),
+                  key=lambda lb: (lb.start, lb.device))
 
 
 def read_device_stats(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:

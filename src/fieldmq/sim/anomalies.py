@@ -38,7 +38,9 @@ _DURATION = {"spike": (1, 3), "drift": (6, 20), "stuck": (5, 15), "dropout": (3,
 @dataclass(frozen=True, slots=True)
 class Label:
     """One injected anomaly. ``start_tick``/``end_tick`` are the device's reading
-    numbers (inclusive); ``start``/``end`` the readings' timestamps (Unix seconds)."""
+    numbers (inclusive); ``start``/``end`` the readings' timestamps (Unix seconds).
+    ``truncated``: the run ended while the anomaly was active (``end`` is the end of the
+    run); it had not played out, so scoring does not count it in recall."""
 
     device: str
     metric: str
@@ -47,6 +49,7 @@ class Label:
     end_tick: int
     start: float
     end: float
+    truncated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -48,6 +48,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise ValueError(f"a TCP port is 1-65535, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -83,6 +90,9 @@ def register(subparsers: Any) -> None:
                      help="simulated time at the start without anomalies, for detectors "
                           "to learn the fleet (default: the scenario's, else 0)")
     sim.add_argument("--broker", help="broker URL (default: run a private mosquitto)")
+    sim.add_argument("--broker-port", type=_arg(_port),
+                     help="port of the private mosquitto on 127.0.0.1 (default: a free one), "
+                          "e.g. to point `fieldmq ingest` at it")
     sim.add_argument("--processes", type=_arg(_positive_int),
                      help="worker processes to spread the devices over (default: one per "
                           "100 devices)")
@@ -132,6 +142,18 @@ def _simulate(args: argparse.Namespace) -> int:
     from .progress import Progress, format_summary
     from .simulation import Simulation, SimulationConfig, SimulationError
 
+    if args.broker_port is not None and args.broker:
+        return _error("simulate", "--broker-port is for the private broker; "
+                                  "leave it out with --broker")
+    factory = None
+    if args.broker_port is not None:
+        from ..testing.broker import MosquittoBroker
+
+        port = args.broker_port
+
+        def factory(workdir: Path) -> MosquittoBroker:
+            return MosquittoBroker(workdir=workdir, port=port)
+
     scenario = args.scenario
     if scenario is not None and args.time_scale != 1.0:
         scenario = scenario.scaled(args.time_scale)
@@ -153,6 +175,7 @@ def _simulate(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout, late_after=args.late_after,
             max_backoff=args.max_backoff, keepalive=args.keepalive,
             overwrite=args.overwrite, speed=args.speed, warmup=args.warmup,
+            broker_factory=factory,
             worker_log_level=max(logging.ERROR, root.getEffectiveLevel()),
         )
         sim = Simulation(config)

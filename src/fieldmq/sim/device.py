@@ -127,13 +127,15 @@ class DeviceModel:
             self.reading(self.next_tick, 0.0)
 
     def finish(self, ts: float) -> Label | None:
-        """The label of an anomaly still active at the end of the run (cut at ``ts``)."""
+        """The label of an anomaly still active at the end of the run (cut at ``ts``,
+        ``truncated``)."""
         a = self._injector.active
         if a is None:
             return None
         self._injector.active = None
         last = max(a.start_tick, self.next_tick - 1)
-        return Label(self.spec.device_id, a.metric, a.kind, a.start_tick, last, a.start, ts)
+        return Label(self.spec.device_id, a.metric, a.kind, a.start_tick, last, a.start, ts,
+                     truncated=True)
 
     def boot_event(self, ts: float, boots: int) -> dict[str, Any]:
         return {"device": self.spec.device_id, "ts": round(ts, 3), "event": "boot",

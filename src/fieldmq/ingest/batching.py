@@ -56,6 +56,13 @@ class Batcher(Generic[T]):
         self._items.append(item)
         return self.due(now)
 
+    def extend(self, items: list[T], now: float) -> bool:
+        """Add several ``items`` received at ``now``; ``True`` if the batch is now due."""
+        if items and self._opened is None:
+            self._opened = now
+        self._items.extend(items)
+        return self.due(now)
+
     def due(self, now: float) -> bool:
         """The batch is full, or its oldest item has waited ``max_delay``."""
         if not self._items:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from ..backoff import Backoff
 from .batching import Batcher, BatchPolicy
 from .detect import AnomalyDetector, DetectorConfig
 from .errors import SinkError
+from .raw import raw_batch
 from .records import MAX_PAYLOAD, Alert, Batch, Decoded, Rejected, decode_message
 from .sinks.base import Sink, WriteResult
 
@@ -118,7 +119,11 @@ class Ingestor:
         self.stats = IngestStats()
         self._clock = clock
         self._retry = retry or Backoff(initial=0.2, maximum=10.0)
-        self._queue: queue.Queue[_Msg] = queue.Queue()
+        # Received messages: the client's callback thread appends, run() takes them all at
+        # once. A deque append is atomic and cheap; the event is set only when run() may be
+        # waiting for it (it clears the event before looking at the deque).
+        self._inbox: deque[_Msg] = deque()
+        self._arrived = threading.Event()
         self._stop = threading.Event()
         self._subscribed = False
 
@@ -130,6 +135,11 @@ class Ingestor:
         """Decode, detect, commit and acknowledge one batch. On a sink error nothing is
         acknowledged and :class:`SinkError` propagates (the caller retries)."""
         now = self._clock()
+        write_raw = getattr(self.sink, "write_raw", None)
+        if self.detector is None and write_raw is not None:
+            raw = raw_batch(((m.topic, bytes(m.payload), m.message_id) for m in messages),
+                            now, self.config.max_payload)
+            return self._done(messages, write_raw(raw), raw.rejected, [])
         decoded: list[Decoded] = []
         rejected: list[Rejected] = []
         for m in messages:
@@ -157,7 +167,11 @@ class Ingestor:
             rejected=tuple(rejected),
             alerts=tuple(alerts),
         )
-        result = self.sink.write(batch)
+        return self._done(messages, self.sink.write(batch), rejected, alerts)
+
+    def _done(self, messages: Sequence[_Msg], result: WriteResult,
+              rejected: Sequence[Rejected], alerts: Sequence[Alert]) -> WriteResult:
+        """After the commit: acknowledge, count, log, publish the alerts."""
         for m in messages:
             m.ack()
         s = self.stats
@@ -185,7 +199,9 @@ class Ingestor:
 
     # -- the loop ---------------------------------------------------------------------
     def _on_message(self, msg: _Msg) -> None:
-        self._queue.put(msg)
+        self._inbox.append(msg)
+        if not self._arrived.is_set():
+            self._arrived.set()
 
     def start(self) -> None:
         """Subscribe (once). Messages queue until :meth:`run` commits them."""
@@ -205,26 +221,29 @@ class Ingestor:
         or ``max_messages`` received); the last partial batch is committed before return."""
         self.start()
         batcher: Batcher[_Msg] = Batcher(self.config.batch)
+        inbox, arrived = self._inbox, self._arrived
+        room = self.config.batch.max_rows
         last = time.monotonic()
         while True:
             now = time.monotonic()
-            wait = batcher.wait(now)
-            timeout = 0.2 if wait is None else min(wait, 0.2)
-            try:
-                msg = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                msg = None
-            now = time.monotonic()
-            if msg is not None:
+            if not inbox:
+                wait = batcher.wait(now)
+                arrived.wait(0.2 if wait is None else min(wait, 0.2))
+                now = time.monotonic()
+            arrived.clear()
+            taken: list[_Msg] = []
+            while inbox and len(taken) < room - len(batcher):
+                taken.append(inbox.popleft())
+            if taken:
                 last = now
-                self.stats.received += 1
-                batcher.add(msg, now)
+                self.stats.received += len(taken)
+                batcher.extend(taken, now)
             done = (self._stop.is_set()
                     or (idle_exit is not None and now - last >= idle_exit and not len(batcher))
                     or (max_messages is not None and self.stats.received >= max_messages))
             if batcher.due(now) or (done and len(batcher)):
                 self._commit(batcher.take())
-            if done and self._queue.empty():
+            if done and not inbox:
                 return
 
     def _commit(self, messages: list[_Msg]) -> None:

@@ -14,7 +14,8 @@ Rules for ``<group>/<device>/data/<name>`` payloads (decoded with the fieldmq co
 
 Other topics (status, events, topics outside the convention) are stored as messages
 without readings; their payload must be UTF-8 text. Every payload over ``max_payload``
-bytes is rejected.
+bytes is rejected. A stored ``payload`` is the received JSON text as it came (text that
+is not JSON is stored as a JSON string).
 
 A message's key is its sender's stable id (``Message.message_id``); a message without one
 (a plain MQTT publisher) gets ``"h-" + sha256(topic, payload)`` so an exact redelivery
@@ -29,8 +30,6 @@ import math
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-from ..runtime.codec import decode
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -82,7 +81,8 @@ class Reading:
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A message that could not be stored as data, with the reason (kept for inspection;
-    ``payload`` is its first 1024 characters, bytes shown as Python escapes)."""
+    ``payload`` is its first 1024 characters, bytes shown as Python escapes, NUL as
+    ``\\x00``)."""
 
     message_id: str
     topic: str
@@ -167,7 +167,10 @@ def split_topic(topic: str) -> tuple[str, str, str, str]:
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return None
     return f if math.isfinite(f) else None
 
 
@@ -176,7 +179,12 @@ def _show(payload: bytes) -> str:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         text = repr(payload)
-    return text[:_REJECTED_PAYLOAD_CHARS]
+    # NUL is shown escaped: PostgreSQL text cannot hold it (a batch would never commit)
+    return text.replace("\0", "\\x00")[:_REJECTED_PAYLOAD_CHARS]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _timestamp(value: object, received: float) -> float | str:
@@ -205,9 +213,16 @@ def decode_message(
     if len(payload) > max_payload:
         return reject(f"payload of {len(payload)} bytes is over the {max_payload}-byte limit")
     group, device, kind, name = split_topic(topic)
-    value = decode(payload)
-    if isinstance(value, bytes):
+    try:
+        decoded = payload.decode("utf-8")
+    except UnicodeDecodeError:
         return reject("payload is not UTF-8 text (binary payloads are not ingested)")
+    value: Any
+    text: str | None = decoded  # stored as received when it is JSON
+    try:  # the fieldmq codec's rule: JSON (no NaN or infinity), else the text itself
+        value = json.loads(decoded, parse_constant=_no_constants)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for Python
+        value, text = decoded, None
     readings: list[Reading] = []
     ts: float | str = received
     if kind == "data" and device:
@@ -238,6 +253,7 @@ def decode_message(
         ts = _timestamp(value.get("ts"), received)
     if isinstance(ts, str):
         ts = received
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if text is None:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     row = MessageRow(key, topic, group, device, kind, name, ts, received, text)
     return Decoded(row, tuple(readings))

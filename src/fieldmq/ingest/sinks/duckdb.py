@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError, SinkLocked, require
+from ..raw import RawBatch, merge
 from ..records import Batch, unique_readings
 from ..rollups import DEFAULT_WIDTHS
 from ._arrow import table
+from ._expand import MESSAGES, READINGS, STAGE, raw_table
 from .base import QueryResult, WriteResult
 
 __all__ = ["DDL", "DuckDBSink"]
@@ -60,7 +62,7 @@ do update set n = rollups.n + excluded.n, total = rollups.total + excluded.total
 _CELLS = """(
 select device, metric, w.width, floor(ts / w.width) * w.width as bucket, count(*) as n,
        sum(value) as total, min(value), max(value), min(ts), max(ts)
-from _batch, (select unnest([{widths}]) as width) w
+from {table}, (select unnest([{widths}]) as width) w
 group by device, metric, w.width, bucket)"""
 
 
@@ -84,6 +86,10 @@ class DuckDBSink:
         self.path = Path(path)
         self.widths = tuple(widths)
         self.read_only = read_only
+        widths_sql = ", ".join(str(int(w)) for w in self.widths)
+        self._merge_rollups, self._merge_raw_rollups = (
+            MERGE_ROLLUPS.format(src=_CELLS.format(widths=widths_sql, table=t))
+            for t in ("_batch", "_rr"))
         self._lock = threading.Lock()
         try:
             if not read_only:
@@ -145,6 +151,14 @@ class DuckDBSink:
         return {r[0] for r in rows}
 
     def write(self, batch: Batch) -> WriteResult:
+        return self._transaction(lambda con: self._write_rows(con, batch))
+
+    def write_raw(self, raw: RawBatch) -> WriteResult:
+        """Like :meth:`write` for the decoded batch, the payloads expanded in SQL (see
+        :mod:`fieldmq.ingest.raw`)."""
+        return self._transaction(lambda con: self._write_raw(con, raw))
+
+    def _transaction(self, body: Callable[[Any], WriteResult]) -> WriteResult:
         con = self._check()
         if self.read_only:
             raise RuntimeError("this DuckDB sink was opened read_only")
@@ -152,22 +166,7 @@ class DuckDBSink:
         with self._lock:
             try:
                 con.execute("begin transaction")
-                new: set[str] = set()
-                if batch.messages:
-                    new = self._insert(con, "messages", table("messages", batch.messages),
-                                       "message_id")
-                readings = unique_readings(batch.readings, new)
-                if readings:
-                    con.register("_batch", table("readings", readings))
-                    con.execute("insert into readings select * from _batch "
-                                "on conflict do nothing")
-                    widths = ", ".join(str(int(w)) for w in self.widths)
-                    con.execute(MERGE_ROLLUPS.format(src=_CELLS.format(widths=widths)))
-                    con.unregister("_batch")
-                rejected = (self._insert(con, "rejected", table("rejected", batch.rejected),
-                                         "message_id") if batch.rejected else set())
-                alerts = (self._insert(con, "alerts", table("alerts", batch.alerts),
-                                       "alert_id") if batch.alerts else set())
+                result = body(con)
                 con.execute("commit")
             except duckdb.Error as exc:
                 try:
@@ -175,6 +174,53 @@ class DuckDBSink:
                 except duckdb.Error:
                     pass
                 raise SinkError(f"DuckDB write to {str(self.path)!r} failed: {exc}") from exc
+        return result
+
+    def _write_raw(self, con: Any, raw: RawBatch) -> WriteResult:
+        clean = inserted = 0
+        rest = raw.rest
+        if raw.keys:
+            con.register("_raw", raw_table(raw))
+            try:
+                for sql in STAGE:
+                    con.execute(sql, [raw.received] if "$1" in sql else None)
+            finally:
+                con.unregister("_raw")
+            fallback = [r[0] for r in con.execute("select i from _fallback order by i").fetchall()]
+            clean = len(raw.keys) - len(fallback)
+            if fallback:
+                rest = merge(rest, raw.decode(fallback))
+            new = _arrow_keys([r[0] for r in con.execute(MESSAGES).fetchall()])
+            inserted = new.num_rows
+            if inserted:
+                con.register("_new", new)
+                try:
+                    con.execute(READINGS)
+                finally:
+                    con.unregister("_new")
+                con.execute("insert into readings select * from _rr on conflict do nothing")
+                con.execute(self._merge_raw_rollups)
+        result = self._write_rows(con, rest)
+        return WriteResult(result.inserted + inserted,
+                           result.duplicates + clean - inserted, result.rejected, result.alerts)
+
+    def _write_rows(self, con: Any, batch: Batch) -> WriteResult:
+        new: set[str] = set()
+        if batch.messages:
+            new = self._insert(con, "messages", table("messages", batch.messages),
+                               "message_id")
+        readings = unique_readings(batch.readings, new)
+        if readings:
+            con.register("_batch", table("readings", readings))
+            try:
+                con.execute("insert into readings select * from _batch on conflict do nothing")
+                con.execute(self._merge_rollups)
+            finally:
+                con.unregister("_batch")
+        rejected = (self._insert(con, "rejected", table("rejected", batch.rejected),
+                                 "message_id") if batch.rejected else set())
+        alerts = (self._insert(con, "alerts", table("alerts", batch.alerts),
+                               "alert_id") if batch.alerts else set())
         n = len(batch.messages)
         return WriteResult(len(new), n - len(new), len(rejected), len(alerts))
 
@@ -207,3 +253,4 @@ def _arrow_keys(keys: Sequence[str]) -> Any:
 
     p = pa()
     return p.table({"message_id": p.array(list(keys), type=p.string())})
+

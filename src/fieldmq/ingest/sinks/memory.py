@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..raw import RawBatch, merge
 from ..records import Alert, Batch, MessageRow, Reading, Rejected, unique_readings
 from ..rollups import DEFAULT_WIDTHS, RollupCell, RollupKey, merge_into, rollup
 from .base import QueryResult, WriteResult
@@ -61,6 +62,10 @@ class MemorySink:
             self.writes += 1
             return WriteResult(len(new), len(batch.messages) - len(new), len(rejected),
                                len(alerts))
+
+    def write_raw(self, raw: RawBatch) -> WriteResult:
+        """:meth:`write` of the batch decoded in Python (no engine here)."""
+        return self.write(merge(raw.rest, raw.decode(range(len(raw.keys)))))
 
     def query(self, sql: str) -> QueryResult:
         self._check()

@@ -84,7 +84,7 @@ def test_stuck_at_a_new_extreme_is_still_stuck() -> None:
     assert not any(det.update(round(40 + k * 0.05 + rng.gauss(0, 0.3), 2))
                    for k in range(60))
     frozen = det.high + 0.5
-    assert any(det.update(frozen) for _ in range(6))
+    assert any(det.update(frozen) for _ in range(10))
 
 
 def test_stuck_detector_warms_up() -> None:

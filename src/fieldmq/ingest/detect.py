@@ -208,11 +208,14 @@ class StuckDetector:
 
     The repeat rate ``p`` is a Laplace-smoothed average ``(repeats + 1) / (n + 2)`` over
     the first ``1 / learn_rate`` comparisons (high while little is known, so a young
-    series needs a longer run), an exponential average afterwards; nothing alerts before
-    ``warmup`` comparisons. A run at the lowest or highest value the series ever
-    reported, when the series had already been at that value before the run, is
-    saturation at a physical bound (a CPU idling at its floor), not a frozen sensor, and
-    never alerts."""
+    series needs a longer run), an exponential average afterwards; it learns from the
+    current run too, so a series whose repeats come in clusters needs a longer run.
+    Nothing alerts before ``warmup`` comparisons. A run at the lowest or highest value
+    the series ever reported, when the series had already been at that value before the
+    run, is saturation at a physical bound (a CPU idling at its floor), not a frozen
+    sensor, and never alerts; a first run at a new extreme may be either (a CPU reaching
+    its floor for the first time, or a sensor freezing at a new high), so it needs twice
+    the evidence: ``p ** run < p_alarm ** 2``."""
 
     def __init__(self, config: StuckConfig | None = None) -> None:
         self.config = config or StuckConfig()
@@ -251,10 +254,13 @@ class StuckDetector:
             self.p_repeat += c.learn_rate * ((1.0 if same else 0.0) - p)
         if self.run < c.min_run or self.seen <= c.warmup:
             return False
-        before = self._at_low if x == self.low else self._at_high if x == self.high else 0
-        if before > self.run + 1:  # the bound was reached before this run: saturation
-            return False
-        return p <= 0.0 or self.run * math.log(p) < math.log(c.p_alarm)
+        alarm = math.log(c.p_alarm)
+        if x == self.low or x == self.high:
+            before = self._at_low if x == self.low else self._at_high
+            if before > self.run + 1:  # the bound was reached before this run: saturation
+                return False
+            alarm *= 2  # a first run at a new extreme may be saturation: twice the evidence
+        return p <= 0.0 or self.run * math.log(p) < alarm
 
 
 class _Series:

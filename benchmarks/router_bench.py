@@ -17,9 +17,10 @@ Modes (what bounds the rate is the point of each):
   join the ``$share`` group), stopped, the N messages are published and acknowledged by the
   broker (mosquitto 2.0 queues a ``$share`` message for an offline persistent member, in
   strict round robin over the members, so each holds N/workers), and the consumers are
-  started again. msgs/s is first message handled to last. RouteMQ cannot take part: its
-  workers connect with clean sessions and fresh random client ids, so what is published
-  while it is down is lost.
+  started again. msgs/s counts from the moment every consumer has handled a message
+  (the workers start one after another) to the last message handled. RouteMQ cannot take
+  part: its workers connect with clean sessions and fresh random client ids, so what is
+  published while it is down is lost.
 - ``paced``: the previous method, one paho publisher waiting for its acknowledgements while
   the consumers run (it caps every consumer near 7-8k msgs/s).
 
@@ -244,31 +245,39 @@ def stop(procs: Procs) -> None:
         p.wait(60)
 
 
-def wait_handled(kind: str, out: Path, base: int, n: int) -> tuple[float, float, int]:
-    """Poll until ``n`` messages beyond ``base`` are handled: (time of the first one handled,
-    time of the last, how many were lost). RouteMQ acknowledges before handling and may
-    lose messages: a stall of 5 s ends its wait and the loss is reported."""
-    first = 0.0
+def wait_handled(kind: str, out: Path, base: int, n: int,
+                 workers: int = 0) -> tuple[float, int, float, int]:
+    """Poll until ``n`` messages beyond ``base`` are handled. Returns (start, handled at
+    start, end, lost): start is the first message handled, or with ``workers`` the moment
+    every consumer has handled one (so a consumer that starts late does not count its
+    start-up); end is when the last one was handled. RouteMQ acknowledges before
+    handling and may lose messages: a stall of 5 s ends its wait and the loss is
+    reported."""
+    sizes = {f: f.stat().st_size for f in out.glob("n-*")}
+    start, at_start = 0.0, 0
     last, last_change = -1, time.perf_counter()
-    started = last_change
+    began = last_change
     while True:
-        got = handled(out) - base
+        files = {f: f.stat().st_size for f in out.glob("n-*")}
+        got = sum(files.values()) - base
         now = time.perf_counter()
-        if got > 0 and not first:
-            first = now
+        if not start and got > 0 and (
+                not workers or sum(v > sizes.get(f, 0) for f, v in files.items()) >= workers):
+            start, at_start = now, got
         if got >= n:
-            return first, now, 0
+            return start, at_start, now, 0
         if got != last:
             last, last_change = got, now
         elif kind == "routemq" and now - last_change > 5.0:
-            return first, last_change, n - got
-        if now - started > 300:
+            return start, at_start, last_change, n - got
+        if now - began > 300:
             raise RuntimeError(f"{kind}: only {got} of {n} handled")
         time.sleep(0.005)
 
 
-def run_once(kind: str, mode: str, workers: int, n: int) -> tuple[float, float, int]:
-    """One measurement on a fresh broker: (seconds, consumer CPU seconds, lost)."""
+def run_once(kind: str, mode: str, workers: int, n: int) -> tuple[int, float, float, int]:
+    """One measurement on a fresh broker: (messages timed, seconds, consumer CPU
+    seconds, lost)."""
     out = Path(tempfile.mkdtemp(prefix="router-bench-"))
     cpu0 = children_cpu()
     with MosquittoBroker() as broker:
@@ -279,19 +288,18 @@ def run_once(kind: str, mode: str, workers: int, n: int) -> tuple[float, float, 
             if n:
                 flood(broker.port, n)  # returns when the broker queued them all
             base = handled(out)
-            t0 = time.perf_counter()
             procs, ready = launch(kind, broker.port, workers, out)
-            first, end, lost = wait_handled(kind, out, base, n) if n else (t0, t0, 0)
+            start, skipped, end, lost = wait_handled(kind, out, base, n, workers) if n \
+                else (0.0, 0, 0.0, 0)
             wait_ready(kind, procs, ready, out)  # so the zero-message run costs the same
-            start = first
         else:
             base = handled(out)  # probe messages handled while waiting for readiness
-            start = time.perf_counter()
+            start, skipped = time.perf_counter(), 0
             if n:
                 (flood if mode == "flood" else paced)(broker.port, n)
-            _, end, lost = wait_handled(kind, out, base, n) if n else (start, start, 0)
+            _, _, end, lost = wait_handled(kind, out, base, n) if n else (0.0, 0, start, 0)
         stop(procs)
-    return end - start, children_cpu() - cpu0, lost
+    return n - lost - skipped, end - start, children_cpu() - cpu0, lost
 
 
 ROUTEMQ_PYTHON = str(HERE / ".venv-routemq" / "bin" / "python")
@@ -368,10 +376,10 @@ def main() -> int:
         for kind in kinds:
             rates, pers, losts = [], [], []
             for _ in range(args.repeat):
-                _, idle_cpu, _ = run_once(kind, args.mode, w, 0)
-                took, cpu, lost = run_once(kind, args.mode, w, n)
+                _, _, idle_cpu, _ = run_once(kind, args.mode, w, 0)
+                timed, took, cpu, lost = run_once(kind, args.mode, w, n)
                 done = n - lost
-                rates.append(done / took)
+                rates.append(timed / took)
                 pers.append(max(0.0, cpu - idle_cpu) / max(1, done) * 1e6)
                 losts.append(lost)
             note = f"  LOST {max(losts)} of {n}" if max(losts) else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,40 @@ def test_value_late_for_a_published_interval_counts_in_the_next_one() -> None:
     summaries = [(s["start"], s["count"], s["last"], mid) for _, s, mid in out]
     assert [s[:3] for s in summaries] == [(100.0, 1, 1), (110.0, 1, 2)]
     assert summaries[0][3] != summaries[1][3]
+
+
+def test_every_acknowledgement_follows_the_commit_of_its_value(tmp_path: Path) -> None:
+    """Issue 8 suspect, ruled out: whichever path acknowledges a message (the ticker's
+    flush, a full batch of 256, a new interval closing the old one, a duplicate), its id
+    is already in the committed state, read through a second SQLite connection."""
+    import sqlite3
+
+    path = tmp_path / "rollups.db"
+    clock, out = Clock(100.0), []
+    eng, m = _engine(RollupStore(path), clock, out)
+    reader = sqlite3.connect(str(path))
+    acked: list[str] = []
+
+    def acker(mid: str) -> Callable[[], None]:
+        def ack() -> None:
+            row = reader.execute("SELECT 1 FROM seen WHERE id = ?", (mid,)).fetchone()
+            assert row is not None, f"{mid} acknowledged before its commit"
+            acked.append(mid)
+        return ack
+
+    def add(i: int, topic: str = "s/a/v") -> None:
+        mid = f"id-{i}"
+        eng.add(m, Message(topic, str(i).encode(), 1, message_id=mid, _acker=acker(mid)))
+
+    for i in range(300):  # one full batch of 256 commits inside add()
+        add(i)
+    assert len(acked) == 256
+    add(300, "s/b/v")
+    clock.now = 110.0
+    add(301)  # a new interval: the old one is flushed and published first
+    assert len(acked) == 301 and len(out) == 1
+    assert eng.flush() == 1
+    add(5)  # a redelivered duplicate is acknowledged with the next commit
+    assert eng.counts["duplicates"] == 1 and eng.flush() == 1
+    assert acked.count("id-5") == 2 and len(acked) == 303
+    reader.close()

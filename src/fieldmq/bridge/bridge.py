@@ -134,16 +134,19 @@ class Bridge:
                              f"{exc.strerror}") from exc
         self._state = "starting"
         try:
-            self._upstream = self._client(cfg.upstream, "up", "upstream.db", rate=True)
-            self._local = self._client(cfg.local, "local", "local.db", rate=False)
-            if cfg.when_full == "wait":
-                for client, link in ((self._upstream, cfg.upstream), (self._local, cfg.local)):
-                    self._room[id(client)] = _Room(client, link)
             rollup_maps = [m for m in cfg.forward if m.rollup is not None]
             if rollup_maps:
                 self._rollups = RollupEngine(
                     RollupStore(self.state_dir / "rollups.db"), rollup_maps,
                     self._publish_summary, bridge_id=cfg.id, clock=self._clock)
+            # A client connects in its constructor, and the broker sends the persistent
+            # session's backlog (what a killed bridge left unacknowledged) right after:
+            # everything the callbacks use exists before, and they subscribe right after.
+            self._upstream = self._client(cfg.upstream, "up", "upstream.db", rate=True)
+            self._local = self._client(cfg.local, "local", "local.db", rate=False)
+            if cfg.when_full == "wait":
+                for client, link in ((self._upstream, cfg.upstream), (self._local, cfg.local)):
+                    self._room[id(client)] = _Room(client, link)
             for flt in minimal_filters([m.source for m in cfg.forward]):
                 self._local.subscribe(flt, self._on_local, qos=_sub_qos(cfg.forward, flt))
             for flt in minimal_filters([m.source for m in cfg.reverse]):

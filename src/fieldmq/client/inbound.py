@@ -1,15 +1,20 @@
 """The receiving side's bookkeeping, kept off the network loop: subscriptions to send,
-their confirmation by the broker (SUBACK), unsubscriptions, and acknowledgements of
-received messages (manual ack modes) tied to the connection they belong to."""
+their confirmation by the broker (SUBACK), unsubscriptions, acknowledgements of
+received messages (manual ack modes) tied to the connection they belong to, and
+received messages that no subscription callback matches yet (:class:`Unrouted`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Inbound"]
+__all__ = ["Inbound", "Unrouted"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 log = logging.getLogger("fieldmq.client")
 
@@ -115,3 +120,58 @@ class Inbound:
                 else:
                     self._confirmed.add(flt)
             self._cond.notify_all()
+
+
+class Unrouted(Generic[T]):
+    """Received messages that no subscription callback matched when they arrived.
+
+    A client with a persistent session connects in its constructor, and the broker sends
+    the session's backlog (messages queued while it was away, and in-flight ones it
+    never acknowledged) right after CONNACK, usually before the application has called
+    ``subscribe()``. Such a message must not be dropped (with ``ack="auto"`` it is
+    already acknowledged; with ``ack="manual"`` nobody would ever acknowledge it, so it
+    would also hold one of the broker's ``receive_maximum`` slots until a reconnect).
+    It is kept here, in arrival order, until a subscription matches it.
+
+    Not thread-safe: the client calls it under the lock that guards its subscriptions,
+    so that deciding "no callback: hold it" and adding a callback are never interleaved.
+    Bounded: past ``limit`` messages the oldest one is given up (returned by
+    :meth:`hold`, for the caller to acknowledge and count).
+    """
+
+    def __init__(self, topic: Callable[[T], str], limit: int = 10_000) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        self._topic = topic
+        self.limit = limit
+        self._held: deque[T] = deque()
+        self._changed = False
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, msg: T) -> T | None:
+        """Keep ``msg``; returns the oldest held message when the limit is exceeded."""
+        self._held.append(msg)
+        return self._held.popleft() if len(self._held) > self.limit else None
+
+    def subscriptions_changed(self) -> None:
+        """A callback was added: held messages may have somewhere to go now."""
+        self._changed = True
+
+    def release(self, route: Callable[[str], list[R]]) -> list[tuple[T, list[R]]]:
+        """After a subscription change, the held messages that ``route(topic)`` now finds
+        callbacks for, with those callbacks, in arrival order; the others stay held."""
+        if not self._changed:
+            return []
+        self._changed = False
+        out: list[tuple[T, list[R]]] = []
+        keep: deque[T] = deque()
+        for msg in self._held:
+            targets = route(self._topic(msg))
+            if targets:
+                out.append((msg, targets))
+            else:
+                keep.append(msg)
+        self._held = keep
+        return out

@@ -159,6 +159,17 @@ class Worker:
                     return
                 log.warning("worker %s: waiting for the broker (%s)", self.name,
                             client.stats().get("last_error"))
+            # Ready means subscribed: a message published after the supervisor reports
+            # ready reaches the group (SubscribeFailed, a refusal, ends the worker).
+            while True:
+                try:
+                    client.wait_subscribed(1.0)
+                    break
+                except TimeoutError:
+                    if self.stop.is_set():
+                        return
+                    log.warning("worker %s: waiting for the broker to confirm the "
+                                "subscriptions", self.name)
 
     def drain(self) -> bool:
         """Wait for in-flight handlers (up to the shutdown timeout); True if all ended."""

@@ -53,7 +53,7 @@ class Entry:
         expires: float,
         props: bytes | None = None,
         handle: PublishHandle | None = None,
-        in_db: bool = False,
+        in_db: int = 0,
     ) -> None:
         self.seq = seq
         self.topic = topic
@@ -67,6 +67,7 @@ class Entry:
         # Bytes on the wire: UTF-8 length of the topic (cheap for ASCII topics).
         self.size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         self.handle = handle
+        # The backlog row (batch) that holds the message; 0 while it is only in the journal.
         self.in_db = in_db
         self.done = False
 
@@ -109,12 +110,13 @@ class Backend(Protocol):
         """Make everything appended so far survive a power cut (writer thread)."""
         ...
 
-    def spill(self, entries: Sequence[Entry]) -> None:
-        """Durably insert ``entries`` into the backlog (writer thread)."""
+    def spill(self, entries: Sequence[Entry]) -> list[int]:
+        """Durably insert ``entries`` into the backlog (writer thread); returns, for each
+        entry, the backlog row (> 0) that now holds it."""
         ...
 
-    def delete(self, seqs: Iterable[int]) -> None:
-        """Durably delete backlog rows (writer thread)."""
+    def delete(self, gone: Iterable[tuple[int, int]]) -> None:
+        """Durably forget backlog messages, given as ``(seq, row)`` (writer thread)."""
         ...
 
     def dead_letter(self, entries: Sequence[tuple[Entry, str]]) -> None:

@@ -31,20 +31,21 @@ class MemoryBackend:
     def sync(self) -> None:
         pass
 
-    def spill(self, entries: Sequence[Entry]) -> None:
+    def spill(self, entries: Sequence[Entry]) -> list[int]:
         for e in entries:
             copy = Entry(e.seq, e.topic, e.payload, e.qos, e.retain, e.priority, e.created,
-                         e.expires, e.props, in_db=True)
+                         e.expires, e.props, in_db=1)
             self._rows.setdefault(e.priority, {})[e.seq] = copy
+        return [1] * len(entries)
 
-    def delete(self, seqs: Iterable[int]) -> None:
-        for s in seqs:
+    def delete(self, gone: Iterable[tuple[int, int]]) -> None:
+        for s, _ in gone:
             for rows in self._rows.values():
                 if rows.pop(s, None) is not None:
                     break
 
     def dead_letter(self, entries: Sequence[tuple[Entry, str]]) -> None:
-        self.delete([e.seq for e, _ in entries])
+        self.delete([(e.seq, e.in_db) for e, _ in entries])
         for e, reason in entries:
             self._dead.append({"seq": e.seq, "topic": e.topic, "payload": e.payload,
                                "qos": e.qos, "retain": e.retain, "priority": e.priority,

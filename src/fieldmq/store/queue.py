@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +33,7 @@ from ..clock import Clock, SystemClock
 from ..errors import StoreError, StoreFull
 from . import records
 from .base import NO_EXPIRY, Entry
+from .handles import SpilledHandles
 from .writer import PRIORITIES, Writer
 
 if TYPE_CHECKING:
@@ -98,10 +98,8 @@ class DurableQueue(Writer):
         self._cursor = [0] * 11
         self._inflight: dict[int, Entry] = {}
         self._retry: deque[Entry] = deque()
-        self._weak: weakref.WeakValueDictionary[int, PublishHandle] = (
-            weakref.WeakValueDictionary()
-        )
-        self._pending_delete: list[int] = []
+        self._handles = SpilledHandles()
+        self._pending_delete: list[tuple[int, int]] = []  # (seq, backlog row)
         self._pending_dead: list[tuple[Entry, str]] = []
         self._count = 0
         self._bytes = 0
@@ -456,7 +454,7 @@ class DurableQueue(Writer):
                 buf.extend(rows)
             e = buf.popleft()
             self._cold_count[p] -= 1
-            e.handle = self._weak.pop(e.seq, None)
+            e.handle = self._handles.pop(e.seq)
         elif hot:
             e = hot.popleft()
             self._hot_bytes -= e.size
@@ -479,7 +477,7 @@ class DurableQueue(Writer):
                 e.done = True
                 chunks.append(_encode_gone(records.ACK, e.seq))
                 if e.in_db:
-                    self._pending_delete.append(e.seq)
+                    self._pending_delete.append((e.seq, e.in_db))
                 self._count -= 1
                 self._bytes -= e.size
                 self._acked += 1
@@ -541,11 +539,11 @@ class DurableQueue(Writer):
         except StoreError as exc:
             self._last_error = str(exc)
         if e.in_db:
-            self._pending_delete.append(e.seq)
+            self._pending_delete.append((e.seq, e.in_db))
         self._count -= 1
         self._bytes -= e.size
         self._dropped[reason] += 1
-        h = e.handle if e.handle is not None else self._weak.pop(e.seq, None)
+        h = e.handle if e.handle is not None else self._handles.pop(e.seq)
         if h is not None:
             h.settle(EXPIRED if reason == "expired" else DROPPED, reason)
 

@@ -3,8 +3,9 @@
 Files for ``store="dev.db"``:
 
 * ``dev.db`` (+ ``-wal``/``-shm``): SQLite in WAL mode, ``synchronous=FULL``. Holds
-  the backlog (messages that waited longer than ``spill_after``), the dead letters
-  and metadata.
+  the backlog (messages that waited longer than ``spill_after`` while offline, or
+  that did not fit in memory), one row per batch of messages (see :mod:`.backlog`),
+  the dead letters and metadata.
 * ``dev.db.journal-<n>``: the journal segment. Every accepted message is appended
   here with one ``write()`` before ``publish()`` returns (so it survives SIGKILL) and
   the segment is ``fdatasync``'d by the writer thread within ``fsync_interval``
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import StoreCorrupt, StoreError, StoreFull, StoreLocked
-from . import records
+from . import backlog, records
 from .base import Entry, Recovered
 
 __all__ = ["SQLiteBackend"]
@@ -50,7 +51,6 @@ CREATE TABLE IF NOT EXISTS messages (
     expires REAL NOT NULL,
     props BLOB
 );
-CREATE INDEX IF NOT EXISTS messages_order ON messages (priority DESC, seq);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the backlog in batches (backlog.py); 1: one row per message
 
 
 def _translate(exc: sqlite3.Error, doing: str, path: Path) -> StoreError:
@@ -173,8 +173,9 @@ class SQLiteBackend:
             try:
                 rec = self._recover(db, store_time_now, wall_now)
                 break
-            except sqlite3.Error as exc:
-                err = _translate(exc, "recovering", self.path)
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: a damaged batch blob
+                err = (_translate(exc, "recovering", self.path) if isinstance(exc, sqlite3.Error)
+                       else StoreCorrupt(f"store {self.path} is corrupt (recovering): {exc}"))
                 if corrupt_to is not None or not isinstance(err, StoreCorrupt):
                     raise err from exc
                 _rollback(db)
@@ -189,7 +190,7 @@ class SQLiteBackend:
     def _open_db(self) -> sqlite3.Connection:
         db = self._connect()
         try:
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + backlog.SCHEMA)
             db.execute("SELECT count(*) FROM meta").fetchone()
             row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
             if row is not None and int(row[0]) > SCHEMA_VERSION:
@@ -237,21 +238,13 @@ class SQLiteBackend:
                         last_store, last_wall = value.store_time, value.wall
                     if "uid" not in meta and value.uid:
                         uid = value.uid
-        row = db.execute("SELECT max(seq) FROM messages").fetchone()
-        if row and row[0] is not None:
-            next_seq = max(next_seq, int(row[0]) + 1)
-        row = db.execute("SELECT max(seq) FROM dead_letters").fetchone()
-        if row and row[0] is not None:
-            next_seq = max(next_seq, int(row[0]) + 1)
+        for query in ("SELECT max(seq) FROM messages", "SELECT max(last_seq) FROM batches",
+                      "SELECT max(seq) FROM dead_letters"):
+            row = db.execute(query).fetchone()
+            if row and row[0] is not None:
+                next_seq = max(next_seq, int(row[0]) + 1)
         db.execute("BEGIN IMMEDIATE")
-        if live:
-            db.executemany(
-                "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
-                [_row(e) for e in live.values()],
-            )
-            replayed = len(live)
-        if gone:
-            db.executemany("DELETE FROM messages WHERE seq=?", [(s,) for s in gone])
+        replayed = backlog.recover(db, live, gone)
         db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
             [
@@ -266,8 +259,7 @@ class SQLiteBackend:
         counts: dict[int, int] = {}
         total = 0
         for prio, n, b in db.execute(
-            "SELECT priority, count(*), sum(length(payload) + length(CAST(topic AS BLOB))) "
-            "FROM messages GROUP BY priority"
+            "SELECT priority, sum(count), sum(bytes) FROM batches GROUP BY priority"
         ):
             counts[int(prio)] = int(n)
             total += int(b or 0)
@@ -344,27 +336,25 @@ class SQLiteBackend:
             except OSError as exc:
                 raise _os_error(exc, "syncing the journal", self.path) from exc
 
-    def spill(self, entries: Sequence[Entry]) -> None:
+    def spill(self, entries: Sequence[Entry]) -> list[int]:
         db = self._require_db()
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
-                [_row(e) for e in entries],
-            )
+            rows = backlog.insert(db, entries)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(db)
             raise _translate(exc, "writing the backlog", self.path) from exc
+        return rows
 
-    def delete(self, seqs: Iterable[int]) -> None:
+    def delete(self, gone: Iterable[tuple[int, int]]) -> None:
         db = self._require_db()
-        params = [(s,) for s in sorted(seqs)]
-        if not params:
+        gone = list(gone)
+        if not gone:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM messages WHERE seq=?", params)
+            backlog.forget(db, gone)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(db)
@@ -382,7 +372,7 @@ class SQLiteBackend:
                     for e, r in entries
                 ],
             )
-            db.executemany("DELETE FROM messages WHERE seq=?", [(e.seq,) for e, _ in entries])
+            backlog.forget(db, [(e.seq, e.in_db) for e, _ in entries if e.in_db])
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(db)
@@ -393,17 +383,11 @@ class SQLiteBackend:
         if reader is None:
             raise RuntimeError("store is closed")
         try:
-            rows = reader.execute(
-                "SELECT seq, topic, payload, qos, retain, priority, created, expires, props "
-                "FROM messages WHERE priority=? AND seq>? ORDER BY seq LIMIT ?",
-                (priority, after_seq, limit),
-            ).fetchall()
+            return backlog.load(reader, priority, after_seq, limit)
         except sqlite3.Error as exc:
             raise _translate(exc, "reading the backlog", self.path) from exc
-        return [
-            Entry(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], in_db=True)
-            for r in rows
-        ]
+        except ValueError as exc:
+            raise StoreCorrupt(f"store {self.path}: {exc}") from exc
 
     def rotate(self, header: bytes, live: bytes) -> None:
         old_num = self._jnum
@@ -476,11 +460,6 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
-
-
-def _row(e: Entry) -> tuple[object, ...]:
-    return (e.seq, e.topic, e.payload, e.qos, int(e.retain), e.priority, e.created, e.expires,
-            e.props)
 
 
 def _write_all(fd: int, data: bytes) -> None:

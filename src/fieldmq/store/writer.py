@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from ..clock import Clock
 from ..errors import StoreError, StoreFull
 from . import records
 from .base import Entry
+from .handles import SpilledHandles
 
 if TYPE_CHECKING:
     from ..client.handle import PublishHandle
@@ -57,8 +57,8 @@ class Writer:
     _cold_count: list[int]
     _inflight: dict[int, Entry]
     _retry: deque[Entry]
-    _weak: weakref.WeakValueDictionary[int, PublishHandle]
-    _pending_delete: list[int]
+    _handles: SpilledHandles
+    _pending_delete: list[tuple[int, int]]
     _pending_dead: list[tuple[Entry, str]]
     _next_seq: int
     _last_seq: int
@@ -235,24 +235,37 @@ class Writer:
         if not batch:
             return
         try:
-            self._backend.spill(batch)
+            rows = self._backend.spill(batch)
         except StoreFull:
             self._disk_full = True
             raise
         self._disk_full = False
         with self._lock:
-            for e in batch:
-                e.in_db = True
+            for e, row in zip(batch, rows, strict=True):
+                e.in_db = row
                 if e.done:
-                    self._pending_delete.append(e.seq)
+                    self._pending_delete.append((e.seq, row))
+            handles = self._handles
             for p in range(1, 11):
                 hot = self._hot[p]
+                moved = 0
+                size = 0
+                run: PublishHandle | None = None
+                first = last = 0
                 while hot and hot[0].in_db:
                     e = hot.popleft()
-                    self._hot_bytes -= e.size
-                    self._cold_count[p] += 1
-                    if e.handle is not None:
-                        self._weak[e.seq] = e.handle
+                    moved += 1
+                    size += e.size
+                    h = e.handle
+                    if h is not run:  # runs of one handle (publish_many) share one entry
+                        if run is not None:
+                            handles.add(run, first, last)
+                        run, first = h, e.seq
+                    last = e.seq
+                if run is not None:
+                    handles.add(run, first, last)
+                self._hot_bytes -= size
+                self._cold_count[p] += moved
             self._spilled += len(batch)
 
     def _flush_pending(self) -> None:
@@ -271,14 +284,20 @@ class Writer:
             raise
 
     def _rotate(self) -> None:
-        self._spill(True)
+        # offline, what waits goes to the backlog rather than be copied to the new journal;
+        # online it goes out soon, so copying it is cheaper than storing it in SQLite
+        for _ in range(1 if self._online else 1000):
+            before = self._spilled
+            self._spill(True)
+            if self._spilled == before:
+                break
         self._flush_pending()
         with self._lock:
             live = [e for p in PRIORITIES for e in self._hot[p] if not e.in_db]
             live += [e for e in self._inflight.values() if not e.in_db]
             live += [e for e in self._retry if not e.in_db]
             chunks = [_encode_pub(e, e.topic.encode()) for e in live]
-            chunks += [_encode_gone(records.ACK, s) for s in self._pending_delete]
+            chunks += [_encode_gone(records.ACK, s) for s, _ in self._pending_delete]
             header = records.encode_header(
                 records.Header(self._next_seq, self.now(), self._clock.wall(), self.uid)
             )

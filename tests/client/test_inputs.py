@@ -181,3 +181,23 @@ def test_qos0_offline_default_is_stored(mosquitto: MosquittoBroker, tmp_path: Pa
         mosquitto.start()
         h.wait(20)
         assert h.status == "acked"
+
+
+def test_topics_seen_before_are_still_exact(offline: Client) -> None:
+    """A topic published before is not checked again (a cache), yet a str subclass, a
+    similar bad topic and bytes are still refused, and the stored topic is exact."""
+
+    class Topic(str):
+        pass
+
+    for _ in range(2):
+        offline.publish("plant/dev/täglich", b"x")
+        offline.publish_many([("plant/dev/täglich", b"y")])
+    with pytest.raises(ValueError, match="wildcards"):
+        offline.publish("plant/dev/+", b"x")
+    with pytest.raises(TypeError):
+        offline.publish(b"plant/dev/t\xc3\xa4glich", b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="wildcards"):
+        offline.publish(Topic("plant/#"), b"x")
+    assert offline.publish(Topic("plant/dev/täglich"), b"z").seq > 0
+    assert offline.stats()["queued_bytes"] == 5 * (len("plant/dev/täglich".encode()) + 1)

@@ -75,6 +75,23 @@ def _check_topic(topic: object) -> None:
         )
 
 
+_TOPIC_BYTES: dict[str, bytes] = {}  # topics that passed _check_topic, UTF-8 encoded
+
+
+def _topic_bytes(topic: object) -> bytes:
+    """``topic`` checked by :func:`_check_topic` and encoded. Devices publish to a few
+    topics over and over: a topic seen before is looked up, not checked again."""
+    b = _TOPIC_BYTES.get(topic) if type(topic) is str else None
+    if b is None:
+        _check_topic(topic)
+        assert isinstance(topic, str)
+        b = topic.encode()
+        if len(_TOPIC_BYTES) >= 4096:
+            _TOPIC_BYTES.clear()
+        _TOPIC_BYTES[topic] = b
+    return b
+
+
 def _to_bytes(payload: object) -> bytes:
     if isinstance(payload, bytes):
         return payload
@@ -343,8 +360,8 @@ class Client:
         """
         if self._state != "open" or self._forked_from is not None:
             self._check_open()
-        _check_topic(topic)
-        data = _to_bytes(payload)
+        topic_b = _topic_bytes(topic)
+        data = payload if type(payload) is bytes else _to_bytes(payload)
         if len(data) > MAX_PAYLOAD:
             raise ValueError(f"payload is {len(data)} bytes; MQTT allows at most {MAX_PAYLOAD}")
         _check_qos(qos)
@@ -357,7 +374,7 @@ class Client:
             self._dropped["offline"] += 1
             handle.settle(DROPPED, "offline")
             return handle
-        e = q.put(topic, topic.encode(), data, qos, bool(retain), priority, ttl_s, props, handle)
+        e = q.put(topic, topic_b, data, qos, bool(retain), priority, ttl_s, props, handle)
         handle.seq = e.seq
         handle.message_id = f"{q.uid}-{e.seq}"
         return handle
@@ -384,7 +401,7 @@ class Client:
         items: list[tuple[str, bytes, bytes, int, bool, int, float | None, bytes | None]] = []
         for n, item in enumerate(messages):
             try:
-                if isinstance(item, Mapping):
+                if type(item) is not tuple and isinstance(item, Mapping):
                     topic = item["topic"]
                     payload = item.get("payload", b"")
                     i_qos = _check_qos(item.get("qos", qos))
@@ -394,13 +411,13 @@ class Client:
                 else:
                     topic, payload = item
                     i_qos, i_retain, i_prio, i_ttl = qos, retain, priority, ttl_d
-                _check_topic(topic)
-                data = _to_bytes(payload)
+                topic_b = _topic_bytes(topic)
+                data = payload if type(payload) is bytes else _to_bytes(payload)
                 if len(data) > MAX_PAYLOAD:
                     raise ValueError(f"payload is {len(data)} bytes; MQTT allows {MAX_PAYLOAD}")
             except (KeyError, ValueError, TypeError) as exc:
                 raise type(exc)(f"publish_many item {n}: {exc}") from exc
-            items.append((topic, topic.encode(), data, i_qos, i_retain, i_prio, i_ttl, None))
+            items.append((topic, topic_b, data, i_qos, i_retain, i_prio, i_ttl, None))
         q = self._queue
         batch = BatchHandle(q, "", q.next_seq, len(items))
         if not items:

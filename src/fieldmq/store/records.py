@@ -60,18 +60,11 @@ class Header:
 
 
 def encode_pub(e: Entry, topic_bytes: bytes) -> bytes:
-    props = e.props or b""
-    body = b"".join(
-        (
-            _pack_pub(
-                PUB, e.seq, e.qos, 1 if e.retain else 0, e.priority, e.created, e.expires,
-                len(topic_bytes), len(props), len(e.payload),
-            ),
-            topic_bytes,
-            props,
-            e.payload,
-        )
-    )
+    props = e.props
+    payload = e.payload
+    head = _pack_pub(PUB, e.seq, e.qos, 1 if e.retain else 0, e.priority, e.created,
+                     e.expires, len(topic_bytes), len(props) if props else 0, len(payload))
+    body = head + topic_bytes + props + payload if props else head + topic_bytes + payload
     return _pack_frame(len(body), _crc(body)) + body
 
 

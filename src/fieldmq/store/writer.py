@@ -116,8 +116,12 @@ class Writer:
     # ``fieldmq-store-*`` spills, deletes, rotates and writes clock records.
 
     def _sync_loop(self) -> None:
+        # Each wake-up costs this thread a wait for the GIL (up to the interpreter's switch
+        # interval while publishing threads are busy), so a cycle has just two: the timed
+        # wait below and the return from fdatasync. No queue lock is taken on the way.
         while True:
-            self._wake.wait(0.2)
+            if not self._dirty:
+                self._wake.wait(0.2)
             self._wake.clear()
             closing = self._state != "open"
             if self._dirty and not closing and self._sync_waiters == 0:
@@ -135,8 +139,8 @@ class Writer:
             except Exception:  # pragma: no cover - never let the thread die silently
                 log.exception("store %s: fsync failed", self._name)
                 self._urgent.wait(1.0)
-            self._maint_wake.set()
             if closing:
+                self._maint_wake.set()
                 break
 
     def _writer_loop(self) -> None:
@@ -184,20 +188,38 @@ class Writer:
         return any(e.seq > durable and not e.in_db for e in self._inflight.values())
 
     def _sync(self) -> None:
-        with self._lock:
-            if not self._dirty:
-                return
-            target = self._last_seq
-            self._dirty = False
-            needed = self._state != "open" or self._needs_fsync()
-        if needed and (self.durability != "process" or self._state != "open"):
-            with self._sync_lock:
+        # Lock-free on purpose (the GIL orders these steps): clear the flag *before*
+        # reading the target, so a message accepted meanwhile either is covered by the
+        # target or sets the flag again for the next round.
+        if not self._dirty:
+            return
+        self._dirty = False
+        target = self._last_seq
+        needed = self._state != "open" or self._young_unsynced()
+        if not needed:
+            with self._lock:
+                needed = self._needs_fsync()
+        with self._sync_lock:  # _rotate moves _durable_seq too
+            if needed and (self.durability != "process" or self._state != "open"):
                 self._backend.sync()
-            self._fsyncs += 1
-        with self._durable_cond:
+                self._fsyncs += 1
             if target > self._durable_seq:
                 self._durable_seq = target
-            self._durable_cond.notify_all()
+        if self._sync_waiters:
+            with self._durable_cond:
+                self._durable_cond.notify_all()
+
+    def _young_unsynced(self) -> bool:
+        """Is a message newer than the last fsync still in memory only (no lock: a deque's
+        last item is read atomically)? The common case under load; else see _needs_fsync."""
+        durable = self._durable_seq
+        for hot in self._hot:
+            try:
+                if hot and hot[-1].seq > durable:
+                    return True
+            except IndexError:  # emptied meanwhile
+                pass
+        return False
 
     def _maintain(self, closing: bool) -> None:
         # Spill in passes of at most 2,000 rows until what should be spilled is.

@@ -6,7 +6,9 @@ takes Arrow tables of thousands of rows at hundreds of thousands of rows per sec
 the delay bounds how stale the database and how late the acknowledgements can be. Keep
 ``max_rows`` at or below the client's ``receive_maximum``: the broker sends no more than
 that many unacknowledged messages, and messages are acknowledged only after their batch
-is committed, so a larger ``max_rows`` is only ever reached through ``max_delay``.
+is committed, so a larger ``max_rows`` is only ever reached through ``max_delay``. With
+``receive_maximum`` at twice ``max_rows`` (``fieldmq ingest``'s default) the next batch
+arrives while one commits; at ``max_rows`` exactly, receiving waits for every commit.
 """
 
 from __future__ import annotations

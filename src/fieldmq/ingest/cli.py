@@ -66,7 +66,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-delay", type=float, default=1.0,
                    help="max seconds a message waits for its commit (1.0)")
     p.add_argument("--receive-maximum", type=int,
-                   help="unacknowledged messages the broker may send (default: batch size)")
+                   help="unacknowledged messages the broker may send (default: twice the "
+                   "batch size, so the next batch arrives while one commits)")
     p.add_argument("--detector", choices=("mad", "ewma", "both", "off"), default="mad",
                    help="value detector (default mad)")
     p.add_argument("--threshold", type=float, help="z-score threshold (default 7 mad, 6 ewma)")
@@ -144,7 +145,8 @@ def _ingest(args: argparse.Namespace) -> int:
         client = Client(client_id=client_id,
                         brokers=args.brokers or ["mqtt://127.0.0.1:1883"], store=args.store,
                         ack="manual", persistent_session=True,
-                        receive_maximum=args.receive_maximum or args.batch_size)
+                        receive_maximum=args.receive_maximum
+                        or min(2 * args.batch_size, 65535))
     except (ValueError, FieldmqError) as exc:
         sink.close()
         return _fail(EX_CONFIG, str(exc))

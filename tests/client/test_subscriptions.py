@@ -146,9 +146,6 @@ def test_unrouted_gives_up_the_oldest_past_its_limit() -> None:
         Unrouted(lambda m: m, limit=0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: client.py must hand messages that match no "
-                   "callback to Unrouted and release them in subscribe() (the change is "
-                   "described in the bridge engineer's report); remove this marker with it")
 @pytest.mark.parametrize("ack", ["auto", "after_callback", "manual"])
 def test_a_persistent_sessions_backlog_waits_for_the_subscribe_call(
     mosquitto: MosquittoBroker, topic: str, ack: str

@@ -33,6 +33,7 @@ from ..topics import matches, validate_filter, validate_topic
 from .config import TLS, ConnectionSettings, Limits, Will, parse_broker_url
 from .connection import NetLoop
 from .handle import DROPPED, BatchHandle, PublishHandle
+from .inbound import Unrouted
 from .message import Message
 
 __all__ = ["Client"]
@@ -42,6 +43,8 @@ log = logging.getLogger("fieldmq.client")
 MAX_PAYLOAD = 268_435_455 - 65_535 - 16  # what fits in one MQTT packet
 Payload = bytes | bytearray | memoryview | str
 Callback = Callable[[Message], Any]
+# Put in the inbox by subscribe() to have held messages looked at again.
+_RELEASE = Message(topic="", payload=b"")
 
 _LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
 _ABANDONED: list[object] = []  # the parent's objects, kept alive (never closed) in a child
@@ -234,6 +237,9 @@ class Client:
         )
         self._subs: dict[str, tuple[int, list[Callback]]] = {}
         self._subs_lock = threading.Lock()
+        # Messages that arrived before a subscription with a callback for them (a
+        # persistent session's backlog arrives right after CONNACK): held, not dropped.
+        self._unrouted: Unrouted[Message] = Unrouted(lambda m: m.topic)
         self._dropped: Counter[str] = Counter()
         self._state = "open"
         self._forked_from: int | None = None
@@ -473,6 +479,11 @@ class Client:
             old = None if replace else self._subs.get(topic_filter)
             callbacks = ([*old[1], callback]) if old else [callback]
             self._subs[topic_filter] = (max(qos, old[0]) if old else qos, callbacks)
+            held = len(self._unrouted) > 0
+            if held:
+                self._unrouted.subscriptions_changed()
+        if held:
+            self._inbox.put(_RELEASE)  # wake the callback thread for the held messages
         self._net.add_subscription(topic_filter, self._subs[topic_filter][0])
         if timeout is not None:
             self.wait_subscribed(timeout, [topic_filter])
@@ -505,24 +516,44 @@ class Client:
         with self._subs_lock:
             return [(f, q) for f, (q, _) in self._subs.items()]
 
+    def _callbacks_for(self, topic: str) -> list[Callback]:
+        # Called with _subs_lock held.
+        return [cb for flt, (_, cbs) in self._subs.items() if matches(flt, topic) for cb in cbs]
+
     def _dispatch_loop(self) -> None:
         inbox = self._inbox
+        unrouted = self._unrouted
         while True:
             msg = inbox.get()
             if msg is None:
                 return
+            given_up: Message | None = None
             with self._subs_lock:
-                targets = [
-                    cb for flt, (_, cbs) in self._subs.items() if matches(flt, msg.topic)
-                    for cb in cbs
-                ]
-            for cb in targets:
-                try:
-                    cb(msg)
-                except Exception:
-                    log.exception("subscription callback %r failed on %s", cb, msg.topic)
-            if self._settings.ack_mode == "after_callback":
-                msg.ack()
+                # Held messages arrived before this one: they go first, in order.
+                work = unrouted.release(self._callbacks_for) if len(unrouted) else []
+                if msg is not _RELEASE:
+                    targets = self._callbacks_for(msg.topic)
+                    if targets:
+                        work.append((msg, targets))
+                    else:
+                        given_up = unrouted.hold(msg)
+            if given_up is not None:
+                self._dropped["unrouted"] += 1
+                log.warning("client %s: more than %d received messages match no subscription "
+                            "callback; gave up %s", self._net.s.client_id, unrouted.limit,
+                            given_up.topic)
+                given_up.ack()
+            for m, cbs in work:
+                self._run_callbacks(m, cbs)
+
+    def _run_callbacks(self, msg: Message, callbacks: list[Callback]) -> None:
+        for cb in callbacks:
+            try:
+                cb(msg)
+            except Exception:
+                log.exception("subscription callback %r failed on %s", cb, msg.topic)
+        if self._settings.ack_mode == "after_callback":
+            msg.ack()
 
     # -- introspection -------------------------------------------------------------------
     @property

@@ -180,3 +180,27 @@ def test_callbacks_do_not_block_acks(mosquitto: MosquittoBroker, topic: str) -> 
         for h in handles:
             h.wait(10)
         release.set()
+
+
+def test_user_properties_arrive_with_the_message_id(
+    mosquitto: MosquittoBroker, tmp_path: Path, topic: str, collector: Collector
+) -> None:
+    """MQTT 5 user properties (non-ASCII, long) arrive in order next to the message id;
+    a message without any carries only the id; ids of every length are packed right."""
+    long_value = "é" * 200
+    with Client(client_id="sub", brokers=[mosquitto.url]) as sub:
+        sub.subscribe(f"{topic}/#", collector, qos=1)
+        assert sub.wait_connected(10)
+        assert wait_until(lambda: _subscribed(sub, mosquitto, f"{topic}/probe", collector))
+        with Client(client_id="p" * 60, brokers=[mosquitto.url], store=tmp_path / "u.db") as pub:
+            a = pub.publish(f"{topic}/a", b"1", user_properties=[("k", "v"), ("ü", long_value)])
+            b = pub.publish(f"{topic}/b", b"2")
+            a.wait(10)
+            b.wait(10)
+            assert collector.wait_for(lambda ms: {f"{topic}/a", f"{topic}/b"}
+                                      <= {m.topic for m in ms})
+    got = {m.topic: m for m in collector.messages}
+    assert got[f"{topic}/a"].user_properties == (("k", "v"), ("ü", long_value))
+    assert got[f"{topic}/a"].message_id == a.message_id
+    assert got[f"{topic}/b"].user_properties == ()
+    assert got[f"{topic}/b"].message_id == b.message_id

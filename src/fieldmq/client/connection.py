@@ -29,16 +29,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import ConnectionFailed
 from ..ratelimit import TokenBucket
 from .config import TLS, BrokerURL, ConnectionSettings
-from .identity import ID_PROPERTY, wrap
+from .identity import wrap
 from .inbound import Inbound
 from .message import Message
 from .poison import POISON_REASON, PoisonDetector
 from .wire import (
-    PackedProperties,
     decode_user_props,
     make_paho,
     new_props,
     poll_serve,
+    publish_properties,
     to_message,
 )
 
@@ -437,14 +437,12 @@ class NetLoop:
             if ids and (v5 or envelope):
                 mid_text = f"{uid}-{e.seq}"
                 if v5:
-                    user = [(ID_PROPERTY, mid_text)]
-                    if e.props:
-                        user += decode_user_props(e.props)
-                    props = PackedProperties(user)
+                    user = decode_user_props(e.props) if e.props else []
+                    props = publish_properties(user, mid_text)
                 else:
                     payload = wrap(mid_text, payload)
             elif v5 and e.props:
-                props = PackedProperties(decode_user_props(e.props))
+                props = publish_properties(decode_user_props(e.props))
             try:
                 info = c.publish(e.topic, payload, e.qos, e.retain, props)
             except (ValueError, TypeError) as exc:

@@ -7,11 +7,10 @@ import json
 import select
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .identity import ID_PROPERTY, unwrap
@@ -26,6 +25,7 @@ __all__ = [
     "make_paho",
     "new_props",
     "poll_serve",
+    "publish_properties",
     "to_message",
 ]
 
@@ -39,32 +39,53 @@ def new_props(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
-class PackedProperties(Properties):
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n % 128
+        n //= 128
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _user_property(key: str, value: str) -> bytes:
+    kb, vb = key.encode(), value.encode()
+    return b"\x26" + len(kb).to_bytes(2, "big") + kb + len(vb).to_bytes(2, "big") + vb
+
+
+_ID_HEAD = _user_property(ID_PROPERTY, "")[:-2]  # 0x26, key length, key
+# the bytes before a message id of length n: property length, 0x26, key, value length
+_ID_PREFIX = [
+    _varint(len(_ID_HEAD) + 2 + n) + _ID_HEAD + n.to_bytes(2, "big") for n in range(100)
+]
+
+
+class PackedProperties:
     """PUBLISH properties holding only user properties, packed once up front.
 
-    paho's generic ``Properties.pack()`` probes every MQTT 5 property by name on each
-    call; a user property pair costs a few struct packs when done directly."""
+    paho's generic ``Properties`` probes every MQTT 5 property by name when built and
+    packed; paho's ``publish()`` only calls ``pack()`` on what it is given, so this
+    small object stands in for it (see :func:`publish_properties`)."""
 
-    def __init__(self, user: list[tuple[str, str]]) -> None:
-        # Deliberately not calling Properties.__init__: only pack() is ever used.
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        buf = bytearray()
-        for k, v in user:
-            kb, vb = k.encode(), v.encode()
-            buf += b"\x26" + len(kb).to_bytes(2, "big") + kb + len(vb).to_bytes(2, "big") + vb
-        n = len(buf)
-        head = bytearray()
-        while True:
-            byte = n % 128
-            n //= 128
-            head.append(byte | 0x80 if n else byte)
-            if not n:
-                break
-        object.__setattr__(self, "_packed", bytes(head + buf))
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: bytes) -> None:
+        self._packed = packed
 
     def pack(self) -> bytes:
-        packed: bytes = object.__getattribute__(self, "_packed")
-        return packed
+        return self._packed
+
+
+def publish_properties(user: list[tuple[str, str]], message_id: str | None = None) -> Properties:
+    """PUBLISH properties: the message id (first) and ``user`` properties, packed."""
+    if message_id is not None and not user:  # the common case: one table look-up
+        vb = message_id.encode()
+        if len(vb) < len(_ID_PREFIX):
+            return cast(Properties, PackedProperties(_ID_PREFIX[len(vb)] + vb))
+    pairs = ([(ID_PROPERTY, message_id)] if message_id is not None else []) + user
+    body = b"".join([_user_property(k, v) for k, v in pairs])
+    return cast(Properties, PackedProperties(_varint(len(body)) + body))
 
 
 def poll_serve(fd: int, wake: int, want_write: bool,

@@ -53,7 +53,7 @@ class MemoryBackend:
 
     def load(self, priority: int, after_seq: int, limit: int) -> list[Entry]:
         rows = self._rows.get(priority, {})
-        seqs = sorted(s for s in rows if s > after_seq)[:limit]
+        seqs = sorted(s for s in list(rows) if s > after_seq)[:limit]  # spill may add
         return [rows[s] for s in seqs]
 
     def rotate(self, header: bytes, live: bytes) -> None:

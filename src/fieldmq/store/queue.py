@@ -418,6 +418,17 @@ class DurableQueue(Writer):
                     continue
                 out.append(e)
             for p in PRIORITIES:
+                hot = self._hot[p]
+                if hot and not self._cold_count[p] and len(out) < n:
+                    # only young messages of this priority: take a run at once
+                    run = [hot.popleft() for _ in range(min(n - len(out), len(hot)))]
+                    self._hot_bytes -= sum([e.size for e in run])
+                    self._cursor[p] = max(self._cursor[p], run[-1].seq)
+                    if any([e.expires != NO_EXPIRY for e in run]):
+                        for e in run:
+                            (self._drop(e, "expired") if e.expired(now) else out.append(e))
+                    else:
+                        out += run
                 while len(out) < n:
                     nxt = self._pop_next(p)
                     if nxt is None:
@@ -428,9 +439,7 @@ class DurableQueue(Writer):
                     out.append(nxt)
                 if len(out) >= n:
                     break
-            inflight = self._inflight
-            for e in out:
-                inflight[e.seq] = e
+            self._inflight.update([(e.seq, e) for e in out])
         return out
 
     def _pop_next(self, p: int) -> Entry | None:

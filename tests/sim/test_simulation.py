@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,41 @@ def test_reusing_a_state_dir_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(SimulationError, match="--overwrite"):
         Simulation(SimulationConfig(state_dir=tmp_path, devices=1, broker="mqtt://127.0.0.1:1"
                                     )).run()
+
+
+def test_kill_and_restart_while_devices_are_opening(tmp_path: Path, mosquitto: Any) -> None:
+    """A kill and a restart that arrive while the clients are still opening (a scenario
+    step in the first instant, or a slow machine) leave one client per store: no
+    StoreLocked, every device boots, the run finishes and its queues drain."""
+    import queue as queue_mod
+    import time
+
+    from fieldmq.sim.fleet import build_fleet
+    from fieldmq.sim.scenario import Step
+    from fieldmq.sim.worker import WorkerConfig, run_thread
+
+    specs = tuple(build_fleet(seed=3, devices=8))
+    cfg = WorkerConfig(index=0, devices=specs, brokers={s.group: mosquitto.url for s in specs},
+                       state_dir=str(tmp_path), t0=time.time(), rate=4.0)
+    commands: queue_mod.Queue[Any] = queue_mod.Queue()
+    events: queue_mod.Queue[Any] = queue_mod.Queue()
+    step = Step(at=0.0, action="device-kill")
+    for command in [("kill", step), ("restart", step), ("kill", step), ("restart", step)]:
+        commands.put(command)  # waiting before the worker even starts its clients
+    thread = run_thread(cfg, commands, events)
+    deadline = time.monotonic() + 60
+    snap = None
+    while snap is None or sum(d.published for d in snap.devices.values()) < 40:
+        kind, _, data = events.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert kind != "error", data
+        snap = data
+    commands.put(("finish", 10.0))
+    while True:
+        kind, _, data = events.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert kind != "error", data
+        if kind == "done":
+            break
+    thread.join(30)
+    assert not thread.is_alive()
+    assert data.undrained == 0
+    assert all(d.boots >= 1 for d in data.devices.values())

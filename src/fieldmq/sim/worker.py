@@ -96,8 +96,8 @@ class Snapshot:
 
 
 class _Device:
-    __slots__ = ("boots", "client", "gen", "model", "profile", "spec", "state",
-                 "store")
+    __slots__ = ("boots", "client", "closing", "gen", "model", "opening", "profile", "spec",
+                 "state", "store", "wanted")
 
     def __init__(self, spec: DeviceSpec, model: DeviceModel, profile: Profile, store: Path):
         self.spec = spec
@@ -108,6 +108,9 @@ class _Device:
         self.state = DeviceState()
         self.gen = 0  # bumps on each (re)start: stale heap entries are skipped
         self.boots = 0
+        self.closing: Future[None] | None = None  # the killed client's close, if any
+        self.opening = False  # a client is being opened on the pool
+        self.wanted = True  # False after a kill: a client that opens then is closed again
 
 
 class Worker:
@@ -191,11 +194,47 @@ class Worker:
 
     def _kill(self, dev: _Device) -> None:
         client, dev.client = dev.client, None
+        dev.wanted = False
         dev.state.up = dev.state.connected = False
         if client is not None:
             # As a crash: no time for in-flight messages (they stay in the store), no
             # DISCONNECT (the broker publishes the device's last will, if it has one).
-            self._closing.append(self._pool.submit(client.close, 0.0, clean=False))
+            dev.closing = self._pool.submit(client.close, 0.0, clean=False)
+            self._closing.append(dev.closing)
+
+    def _opened(self, dev: _Device, result: Client | BaseException) -> Client | None:
+        """A client finished opening: the client if the device is still wanted up; one
+        killed while it was opening is closed again (as the kill would have)."""
+        dev.opening = False
+        if isinstance(result, BaseException):
+            raise result
+        if dev.wanted:
+            return result
+        dev.client = result
+        self._kill(dev)
+        return None
+
+    def _start(self, dev: _Device) -> None:
+        """Bring a device up: nothing to do while its client is opening or open."""
+        dev.wanted = dev.state.up = True
+        if dev.client is None and not dev.opening:
+            self._reopen(dev)
+
+    def _reopen(self, dev: _Device) -> None:
+        """Open a device, once a killed client of it has closed (that client holds the
+        store's lock until then: opening earlier races it and fails)."""
+        dev.state.up = dev.opening = True
+        closing, dev.closing = dev.closing, None
+        if closing is None:
+            self._pool.submit(self._open, dev)
+        else:
+            closing.add_done_callback(lambda _f: self._submit_open(dev))
+
+    def _submit_open(self, dev: _Device) -> None:
+        try:
+            self._pool.submit(self._open, dev)
+        except RuntimeError:  # the worker is shutting down: nothing to reopen for
+            log.debug("device %s not reopened: shutting down", dev.spec.device_id)
 
     # -- publishing -----------------------------------------------------------------------
     def _publish(self, dev: _Device, kind: str, topic: str, payload: dict[str, Any]) -> None:
@@ -268,9 +307,7 @@ class Worker:
                 self._kill(dev)
         elif cmd == "restart":
             for dev in self._select(arg):
-                if dev.client is None and not dev.state.up:
-                    dev.state.up = True  # starting
-                    self._pool.submit(self._open, dev)
+                self._start(dev)
         elif cmd in ("finish", "abort"):
             return False
         return True
@@ -280,8 +317,7 @@ class Worker:
         self._mono0 = time.monotonic() - (time.time() - self.cfg.t0)
         drain = 0.0
         for dev in self.devices.values():
-            dev.state.up = True
-            self._pool.submit(self._open, dev)
+            self._reopen(dev)
         next_snapshot = 0.0
         try:
             while True:
@@ -290,9 +326,9 @@ class Worker:
                         dev, result = self._started.get_nowait()
                     except queue.Empty:
                         break
-                    if isinstance(result, BaseException):
-                        raise result
-                    self._install(dev, result)
+                    client = self._opened(dev, result)
+                    if client is not None:
+                        self._install(dev, client)
                 now = time.monotonic()
                 heap = self._heap
                 while heap and heap[0][0] <= now:
@@ -331,24 +367,24 @@ class Worker:
         end = self._now()
         if drain >= 0:
             for dev in self.devices.values():
-                if dev.client is None and not dev.state.up:
-                    dev.state.up = True
-                    self._pool.submit(self._open, dev)
+                self._start(dev)
         deadline = time.monotonic() + max(0.0, drain)
-        pending = [d for d in self.devices.values() if d.state.up and d.client is None]
+        pending = [d for d in self.devices.values() if d.opening]
         while pending and time.monotonic() < deadline + 10.0:
             try:
                 dev, result = self._started.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if isinstance(result, BaseException):
-                raise result
-            dev.client = result
+            client = self._opened(dev, result)
+            if dev in pending:
+                pending.remove(dev)
+            if client is None:
+                continue
+            dev.client = client
             dev.boots += 1
             dev.state.boots = dev.boots
             self._publish(dev, "event", dev.model.event_topic("boot"),
                           dev.model.boot_event(self._now(), dev.boots))
-            pending.remove(dev)
         for dev in self.devices.values():
             label = dev.model.finish(end)
             if label is not None:

@@ -27,6 +27,9 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     (["--devices", "0"], "argument --devices: must be >= 1"),
     (["--processes", "two"], "expected a whole number"),
     (["--time-scale", "-1"], "must be a positive number"),
+    (["--speed", "0"], "argument --speed: must be a positive number"),
+    (["--warmup", "soon"], "argument --warmup: bad duration 'soon'"),
+    (["--broker-port", "70000"], "a TCP port is 1-65535"),
 ])
 def test_simulate_bad_input(argv: list[str], message: str,
                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,6 +44,24 @@ def test_simulate_refuses_external_broker_for_broker_scenarios(
                  "--state-dir", str(tmp_path)])
     assert code == 2
     assert "must run it: leave out --broker" in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_warmup_as_long_as_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A warm-up that does not end before the run would inject nothing: refused."""
+    code = main(["simulate", "--duration", "30s", "--warmup", "30s",
+                 "--state-dir", str(tmp_path)])
+    assert code == 2
+    assert "warmup must be >= 0 s and shorter than the run" in capsys.readouterr().err
+
+
+def test_simulate_broker_port_is_for_the_private_broker(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--broker-port with --broker is refused (the port is the private broker's)."""
+    code = main(["simulate", "--broker-port", "18830", "--broker", "mqtt://127.0.0.1:1",
+                 "--state-dir", str(tmp_path)])
+    assert code == 2
+    assert "--broker-port is for the private broker" in capsys.readouterr().err
 
 
 def test_simulate_refuses_a_too_short_duration(tmp_path: Path,

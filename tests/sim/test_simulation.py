@@ -120,3 +120,33 @@ def test_kill_and_restart_while_devices_are_opening(tmp_path: Path, mosquitto: A
     assert not thread.is_alive()
     assert data.undrained == 0
     assert all(d.boots >= 1 for d in data.devices.values())
+
+
+def test_speed_runs_the_simulated_clock_faster(tmp_path: Path, mosquitto: Any) -> None:
+    """At speed 10 a controller reports every 2 simulated seconds, its payloads stamped
+    with the simulated clock, which runs far ahead of the wall clock of the accept log;
+    the history is in simulated seconds."""
+    import itertools
+
+    from fieldmq.sim.scenario import Scenario, Step
+
+    scenario = Scenario(name="t", steps=(Step(at=30.0, action="pass"),), duration=60.0,
+                        speed=10.0)
+    result = Simulation(SimulationConfig(
+        state_dir=tmp_path, mix={"controller": 1}, seed=2, broker=mosquitto.url,
+        scenario=scenario, drain_timeout=20.0)).run()
+    assert result.audit.ok, result.audit.table()
+    with sqlite3.connect(tmp_path / "received.db") as db:
+        stamps = sorted(ts for (ts,) in db.execute(
+            "SELECT payload_ts FROM received WHERE topic LIKE '%/data/telemetry'"))
+    db.close()
+    with sqlite3.connect(tmp_path / "accepted-0.db") as db:
+        walls = sorted(t for (t,) in db.execute(
+            "SELECT accepted_at FROM accepted WHERE kind = 'telemetry'"))
+    db.close()
+    assert len(stamps) == len(walls) >= 10
+    assert {round(b - a, 3) for a, b in itertools.pairwise(stamps)} == {2.0}
+    # 10x nominally; a loaded machine publishes late but never stamps late
+    assert stamps[-1] - stamps[0] > 2 * (walls[-1] - walls[0])
+    assert [label for _, label in result.history] == ["pass all"]
+    assert result.history[0][0] >= 30.0

@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..clock import Clock, SystemClock
 from ..errors import StoreError, StoreFull
 from . import records
 from .base import NO_EXPIRY, Entry
+from .eviction import Eviction
 from .handles import SpilledHandles
 from .writer import PRIORITIES, Writer
 
@@ -51,7 +52,7 @@ _encode_pub = records.encode_pub
 _encode_gone = records.encode_gone
 
 
-class DurableQueue(Writer):
+class DurableQueue(Writer, Eviction):
     """Thread-safe durable priority queue on top of a backend. See module docstring."""
 
     def __init__(
@@ -317,80 +318,6 @@ class DurableQueue(Writer):
             self._dropped["rejected"] += 1
             self._last_error = str(exc)
             raise
-
-    def _make_room(self, priority: int, size: int, count: int = 1) -> None:
-        if size > self.max_bytes or count > self.max_messages:
-            self._dropped["rejected"] += 1
-            raise StoreFull(
-                f"{count} message(s) of {size} bytes exceed the store limits (max_messages="
-                f"{self.max_messages}, max_bytes={self.max_bytes}); raise Limits or send less"
-            )
-        need_count = self._count + count - self.max_messages
-        need_bytes = self._bytes + size - self.max_bytes
-        plan = self._plan_eviction(priority, need_count, need_bytes)
-        if plan is None:
-            self._dropped["rejected"] += 1
-            raise StoreFull(
-                f"store is full ({self._count} messages, {self._bytes} bytes) and evicting "
-                f"messages of priority <= {priority} cannot make room; message rejected"
-            )
-        for p, k in plan:
-            for _ in range(k):
-                victim = self._pop_next(p)
-                if victim is None:  # pragma: no cover - the plan counted it
-                    break
-                self._drop(victim, "evicted")
-
-    def _plan_eviction(
-        self, priority: int, need_count: int, need_bytes: int
-    ) -> list[tuple[int, int]] | None:
-        """How many of the oldest messages to evict per priority (lowest first) to free
-        ``need_count`` messages and ``need_bytes`` bytes, or None when impossible.
-        Looks without changing anything, so a rejected message evicts nothing."""
-        plan: list[tuple[int, int]] = []
-        freed_count = 0
-        freed_bytes = 0
-
-        def enough() -> bool:
-            return freed_count >= need_count and freed_bytes >= need_bytes
-
-        for p in range(1, priority + 1):
-            if enough():
-                break
-            k = 0
-            for e in self._peek_oldest(p):
-                if enough():
-                    break
-                k += 1
-                freed_count += 1
-                freed_bytes += e.size
-            if k:
-                plan.append((p, k))
-        return plan if enough() else None
-
-    def _peek_oldest(self, p: int) -> Iterator[Entry]:
-        """Queued messages of priority ``p``, oldest first, without removing them."""
-        remaining = self._cold_count[p]
-        last = self._cursor[p]
-        for e in self._cold_buf[p]:
-            if remaining <= 0:
-                break
-            remaining -= 1
-            last = e.seq
-            yield e
-        hot = self._hot[p]
-        upper = hot[0].seq if hot else None
-        while remaining > 0:
-            rows = self._backend.load(p, last, _LOAD_BATCH)
-            if upper is not None:
-                rows = [r for r in rows if r.seq < upper]
-            if not rows:
-                break
-            for e in rows[:remaining]:
-                last = e.seq
-                yield e
-            remaining -= len(rows)
-        yield from hot
 
     # -- consumer side (network thread) ------------------------------------------
     def set_online(self, online: bool) -> None:

@@ -34,6 +34,7 @@ from .inbound import Inbound
 from .message import Message
 from .poison import POISON_REASON, PoisonDetector
 from .wire import (
+    ReadProbe,
     decode_user_props,
     make_paho,
     new_props,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["NetLoop"]
 
 log = logging.getLogger("fieldmq.client")
+# Packets read in one go before the loop looks at acks and sends again.
+_READ_BURST = 64
 
 
 
@@ -352,6 +355,8 @@ class NetLoop:
         queue = self.queue
         wake_r = self._wake_r
         io = self._io
+        first = c.socket()
+        more: Callable[[], bool] = ReadProbe(cast(socket.socket, first)) if first else bool
         while self._connected and not self._stop.is_set():
             window = self._window()
             with io:
@@ -396,6 +401,10 @@ class NetLoop:
             with io:
                 if readable and self._connected:
                     c.loop_read()
+                    n = 1  # then what is already waiting, a bounded burst
+                    while n < _READ_BURST and self._connected and more():
+                        c.loop_read()
+                        n += 1
                 if self._connected and (writable or c.want_write()):
                     c.loop_write()
                 if self._connected:

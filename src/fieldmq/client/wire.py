@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import select
+import socket
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PackedProperties",
+    "ReadProbe",
     "decode_user_props",
     "make_paho",
     "new_props",
@@ -105,6 +107,25 @@ def poll_serve(fd: int, wake: int, want_write: bool,
         elif f == wake:
             woken = True
     return readable, woken, writable
+
+
+class ReadProbe:
+    """Is more of the MQTT socket readable right now (without blocking)? paho's
+    ``loop_read()`` reads one packet per call for a client that only receives, so the
+    network loop asks this between reads and takes what is waiting in one go instead of
+    going round its whole loop (and ``poll``) once per received packet. Counts bytes
+    already decrypted and buffered by a TLS socket, which ``poll`` cannot see."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+
+    def __call__(self) -> bool:
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+            return True
+        return bool(self._poll.poll(0))
 
 
 def make_paho(s: ConnectionSettings, tls: ssl.SSLContext | None) -> mqtt.Client:

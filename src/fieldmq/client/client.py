@@ -262,7 +262,7 @@ class Client:
         if self._queue.corrupt_moved_to:
             log.error("client %s: the store was corrupt and was moved aside to %s",
                       client_id, self._queue.corrupt_moved_to)
-        self._inbox: _queue.SimpleQueue[Message | None] = _queue.SimpleQueue()
+        self._inbox: _queue.SimpleQueue[list[Message] | None] = _queue.SimpleQueue()
         self._net = NetLoop(
             self._settings if client_id == self._settings.client_id else _with_id(
                 self._settings, client_id),
@@ -483,7 +483,7 @@ class Client:
             if held:
                 self._unrouted.subscriptions_changed()
         if held:
-            self._inbox.put(_RELEASE)  # wake the callback thread for the held messages
+            self._inbox.put([_RELEASE])  # wake the callback thread for the held messages
         self._net.add_subscription(topic_filter, self._subs[topic_filter][0])
         if timeout is not None:
             self.wait_subscribed(timeout, [topic_filter])
@@ -524,25 +524,30 @@ class Client:
         inbox = self._inbox
         unrouted = self._unrouted
         while True:
-            msg = inbox.get()
-            if msg is None:
+            batch = inbox.get()
+            if batch is None:
                 return
-            given_up: Message | None = None
+            given_up: list[Message] = []
             with self._subs_lock:
-                # Held messages arrived before this one: they go first, in order.
+                # Held messages arrived before these: they go first, in order.
                 work = unrouted.release(self._callbacks_for) if len(unrouted) else []
-                if msg is not _RELEASE:
+                for msg in batch:
+                    if msg is _RELEASE:
+                        continue
                     targets = self._callbacks_for(msg.topic)
                     if targets:
                         work.append((msg, targets))
                     else:
-                        given_up = unrouted.hold(msg)
-            if given_up is not None:
+                        old = unrouted.hold(msg)
+                        if old is not None:
+                            given_up.append(old)
+            for old in given_up:  # logged on the first and every 1,000th
                 self._dropped["unrouted"] += 1
-                log.warning("client %s: more than %d received messages match no subscription "
-                            "callback; gave up %s", self._net.s.client_id, unrouted.limit,
-                            given_up.topic)
-                given_up.ack()
+                if self._dropped["unrouted"] % 1000 == 1:
+                    log.warning("client %s: over %d received messages match no subscription; "
+                                "gave up %s (%d so far)", self._net.s.client_id,
+                                unrouted.limit, old.topic, self._dropped["unrouted"])
+                old.ack()
             for m, cbs in work:
                 self._run_callbacks(m, cbs)
 

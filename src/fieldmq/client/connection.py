@@ -11,6 +11,7 @@ inside paho's unbounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as mqtt
@@ -62,13 +64,14 @@ class NetLoop:
         self,
         settings: ConnectionSettings,
         queue: DurableQueue,
-        dispatch: Callable[[Message], None],
+        dispatch: Callable[[list[Message]], None],
         subscriptions: Callable[[], list[tuple[str, int]]],
         name: str,
     ) -> None:
         self.s = settings
         self.queue = queue
         self._dispatch = dispatch
+        self._received: list[Message] = []  # handed to the callback thread per read
         self._subscriptions = subscriptions
         self._name = name
         self._stop = threading.Event()
@@ -302,6 +305,7 @@ class NetLoop:
                                       min(remaining, 0.25))
             self.loop_tick = time.monotonic()
             rc = c.loop_read() if readable else c.loop_misc()
+            self._hand_over()
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and not self._connected:
                 if self._conn_error is not None:
                     raise ConnectionFailed(f"{broker} refused the connection: {self._conn_error}")
@@ -405,6 +409,7 @@ class NetLoop:
                     while n < _READ_BURST and self._connected and more():
                         c.loop_read()
                         n += 1
+                    self._hand_over()
                 if self._connected and (writable or c.want_write()):
                     c.loop_write()
                 if self._connected:
@@ -542,11 +547,9 @@ class NetLoop:
         if c is None:
             return
         if self._connected and self._stop.is_set() and not self._abort:
-            try:
+            with contextlib.suppress(Exception):  # best effort
                 c.disconnect()
                 c.loop_write()
-            except Exception:  # pragma: no cover - best effort
-                pass
         self._connected = False
         try:
             sock = c.socket()
@@ -590,11 +593,12 @@ class NetLoop:
         """Nothing to track: an unsubscribed filter is simply no longer restored."""
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        acker = None
-        if self.s.ack_mode != "auto" and msg.qos > 0:
-            mid, qos, gen = msg.mid, msg.qos, self.inbound.generation
+        acker = (partial(self.ack, msg.mid, msg.qos, self.inbound.generation)
+                 if self.s.ack_mode != "auto" and msg.qos > 0 else None)
+        self._received.append(to_message(msg, acker))
 
-            def acker() -> None:
-                self.ack(mid, qos, gen)
-
-        self._dispatch(to_message(msg, acker))
+    def _hand_over(self) -> None:
+        # One hand-over per read burst: the callback thread wakes once, not per message.
+        if self._received:
+            batch, self._received = self._received, []
+            self._dispatch(batch)

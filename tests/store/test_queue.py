@@ -751,10 +751,11 @@ def test_publish_handle_constructed_directly() -> None:
 
 
 def test_online_queue_does_not_spill_for_age(sqlite_queues: Queues) -> None:
-    """While a broker connection is up, waiting messages stay in memory (they go out soon:
-    writing them to SQLite would cost more than sending them); when it drops, those that
-    waited longer than spill_after move to the backlog, and order is kept either way."""
-    q = sqlite_queues.open(spill_after=1.0)
+    """While a broker connection is up, waiting messages stay in memory up to
+    hot_max_bytes (they go out soon: writing them to SQLite would cost more than sending
+    them); when it drops, those that waited longer than spill_after, or do not fit in a
+    quarter of hot_max_bytes, move to the backlog; order is kept either way."""
+    q = sqlite_queues.open(spill_after=1.0, hot_max_bytes=20)  # 3 messages: 9 bytes
     q.set_online(True)
     for i in range(3):
         put(q, b"m%d" % i)
@@ -768,3 +769,9 @@ def test_online_queue_does_not_spill_for_age(sqlite_queues: Queues) -> None:
     wait_for(lambda: q.stats()["spilled"] >= 3, what="spill once offline")
     put(q, b"m3")
     assert drain(q) == [b"m0", b"m1", b"m2", b"m3"]
+    # offline, memory holds a quarter of hot_max_bytes: young messages over it move at once
+    for i in range(4, 7):
+        put(q, b"m%d" % i)
+    assert q.flush(5)
+    wait_for(lambda: q.stats()["spilled"] >= 4, what="spill by size offline")
+    assert drain(q) == [b"m4", b"m5", b"m6"]

@@ -129,6 +129,7 @@ class DurableQueue(Writer, Eviction):
         self._room = threading.Condition(self._lock)
         self._sync_lock = threading.Lock()
         self._fsyncs = 0
+        self._fsync_cost = 0.0  # recent fdatasync duration (see Writer._sync_loop)
         self._state = "new"
         self.on_ready: Callable[[], None] | None = None
 
@@ -258,7 +259,7 @@ class DurableQueue(Writer, Eviction):
             self._dirty = True
             self._dirty_since = self._clock.monotonic()
             self._wake.set()
-        if self._hot_bytes > 2 * self._hot_max_bytes:
+        if self._hot_bytes > 2 * self._hot_limit():
             self._backpressure()
 
     def _after_put(self) -> None:
@@ -288,15 +289,22 @@ class DurableQueue(Writer, Eviction):
             seq = self._next_seq
             chunks = []
             hot = self._hot
+            encode = records.encode_pub_fields
+            prios = set()
             for topic, topic_b, payload, qos, retain, prio, ttl, props in items:
-                e = Entry(seq, topic, payload, qos, retain, prio, now,
-                          now + ttl if ttl is not None else NO_EXPIRY, props, handle)
-                chunks.append(_encode_pub(e, topic_b))
-                out.append(e)
+                expires = now + ttl if ttl is not None else NO_EXPIRY
+                out.append(Entry(seq, topic, payload, qos, retain, prio, now, expires, props,
+                                 handle))
+                chunks.append(encode(seq, qos, retain, prio, now, expires, topic_b, props,
+                                     payload))
+                prios.add(prio)
                 seq += 1
             self._append_new(b"".join(chunks))
-            for e in out:
-                hot[e.priority].append(e)
+            if len(prios) == 1:
+                hot[prios.pop()].extend(out)
+            else:
+                for e in out:
+                    hot[e.priority].append(e)
             self._accepted(len(out), total)
         self._after_put()
         return out

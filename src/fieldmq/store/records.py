@@ -36,6 +36,7 @@ __all__ = [
     "encode_gone",
     "encode_header",
     "encode_pub",
+    "encode_pub_fields",
 ]
 
 PUB, ACK, DROP, CLOCK, HDR = 1, 2, 3, 4, 5
@@ -60,10 +61,16 @@ class Header:
 
 
 def encode_pub(e: Entry, topic_bytes: bytes) -> bytes:
-    props = e.props
-    payload = e.payload
-    head = _pack_pub(PUB, e.seq, e.qos, 1 if e.retain else 0, e.priority, e.created,
-                     e.expires, len(topic_bytes), len(props) if props else 0, len(payload))
+    return encode_pub_fields(e.seq, e.qos, e.retain, e.priority, e.created, e.expires,
+                             topic_bytes, e.props, e.payload)
+
+
+def encode_pub_fields(seq: int, qos: int, retain: bool, priority: int, created: float,
+                      expires: float, topic_bytes: bytes, props: bytes | None,
+                      payload: bytes) -> bytes:
+    """:func:`encode_pub` from the fields (``put_many`` has them at hand)."""
+    head = _pack_pub(PUB, seq, qos, 1 if retain else 0, priority, created, expires,
+                     len(topic_bytes), len(props) if props else 0, len(payload))
     body = head + topic_bytes + props + payload if props else head + topic_bytes + payload
     return _pack_frame(len(body), _crc(body)) + body
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from ..clock import Clock
@@ -49,6 +50,7 @@ class Writer:
     _sync_lock: threading.Lock
     _fsyncs: int
     _fsync_interval: float
+    _fsync_cost: float
     _spill_after: float
     _hot_max_bytes: int
     _rotate_bytes: int
@@ -99,6 +101,12 @@ class Writer:
     def durable_seq(self) -> int:
         return self._durable_seq
 
+    def _hot_limit(self) -> int:
+        """Bytes of young messages kept in memory before they move to the backlog: online
+        ``hot_max_bytes`` (they go out soon), offline a quarter of it (memory is all
+        they would use while they wait; the journal keeps them safe meanwhile)."""
+        return self._hot_max_bytes if self._online else self._hot_max_bytes >> 2
+
     def _backpressure(self) -> None:
         """Producers outrun the disk: wait (up to 5 s) for the writer to move young
         messages to the backlog, so memory stays bounded however fast ``publish()`` is
@@ -107,7 +115,7 @@ class Writer:
             return  # _check_disk decides; waiting would not help
         self._maint_wake.set()
         self._room.wait_for(
-            lambda: self._hot_bytes <= self._hot_max_bytes or self._state != "open"
+            lambda: self._hot_bytes <= self._hot_limit() or self._state != "open"
             or self._disk_full, 5.0)
 
     # -- threads -----------------------------------------------------------------------
@@ -125,7 +133,10 @@ class Writer:
             self._wake.clear()
             closing = self._state != "open"
             if self._dirty and not closing and self._sync_waiters == 0:
-                delay = self._dirty_since + self._fsync_interval - self._clock.monotonic()
+                # Aim at the fsync *ending* within twice the interval of the oldest unsynced
+                # write: on a slow disk (or a busy interpreter) start it earlier.
+                start = min(self._fsync_interval, 2 * self._fsync_interval - self._fsync_cost)
+                delay = self._dirty_since + start - self._clock.monotonic()
                 if delay > 0:
                     self._urgent.wait(delay)
             self._urgent.clear()
@@ -201,8 +212,12 @@ class Writer:
                 needed = self._needs_fsync()
         with self._sync_lock:  # _rotate moves _durable_seq too
             if needed and (self.durability != "process" or self._state != "open"):
+                t0 = self._clock.monotonic()
                 self._backend.sync()
                 self._fsyncs += 1
+                # what an fsync costs until it is marked (GIL wait included), decaying
+                took = self._clock.monotonic() - t0
+                self._fsync_cost = max(took, 0.8 * self._fsync_cost)
             if target > self._durable_seq:
                 self._durable_seq = target
         if self._sync_waiters:
@@ -244,14 +259,15 @@ class Writer:
         limit = self.now() - self._spill_after if not self._online else float("-inf")
         batch: list[Entry] = []
         with self._lock:
-            over = self._hot_bytes > self._hot_max_bytes
+            over = self._hot_bytes > self._hot_limit()
             for p in PRIORITIES:
-                for e in self._hot[p]:
-                    if not (everything or over or e.created <= limit):
-                        break
-                    batch.append(e)
-                    if len(batch) >= 2000:
-                        break
+                if everything or over:  # the oldest, whatever their age
+                    batch += islice(self._hot[p], 2000 - len(batch))
+                else:
+                    for e in self._hot[p]:
+                        if e.created > limit or len(batch) >= 2000:
+                            break
+                        batch.append(e)
                 if len(batch) >= 2000:
                     break
         if not batch:

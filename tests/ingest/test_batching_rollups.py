@@ -30,6 +30,16 @@ def test_batch_is_due_when_its_first_item_is_old() -> None:
     assert not b.due(100.0)
 
 
+def test_batch_taken_in_bulk_keeps_order_and_first_arrival() -> None:
+    """extend() adds many items at once: due by size, aged from the first extend."""
+    b: Batcher[int] = Batcher(BatchPolicy(max_rows=5, max_delay=2.0))
+    assert not b.extend([], 0.0) and b.wait(0.0) is None  # nothing added, no clock
+    assert not b.extend([1, 2], 10.0)
+    assert not b.extend([3], 11.0) and b.wait(11.0) == pytest.approx(1.0)
+    assert b.extend([4, 5, 6], 11.5)
+    assert b.take() == [1, 2, 3, 4, 5, 6] and b.wait(12.0) is None
+
+
 @pytest.mark.parametrize("kwargs", [{"max_rows": 0}, {"max_delay": -1.0},
                                     {"max_delay": float("nan")}])
 def test_bad_batch_policy_is_refused(kwargs: dict[str, float]) -> None:
@@ -57,6 +67,21 @@ def test_rollup_cells_sum_min_max_per_bucket() -> None:
     assert (first.first_ts, first.last_ts) == (60.0, 110.0)
     hour = cells[RollupKey("d", "cpu", 3600, 0.0)]
     assert hour.n == 7 and hour.avg == pytest.approx(35 / 7)
+
+
+def test_rollup_matches_folding_one_cell_per_reading() -> None:
+    """rollup() equals merging single-reading cells one by one (the definition)."""
+    rng = random.Random(3)
+    rs = [Reading(f"m{i}", rng.choice("abc"), rng.choice("xy"), rng.uniform(0, 9000),
+                  rng.gauss(0, 5)) for i in range(400)]
+    expected: dict[RollupKey, RollupCell] = {}
+    for r in rs:
+        for w in (60, 3600):
+            merge_into(expected, {RollupKey(r.device, r.metric, w, bucket_of(r.ts, w)):
+                                  RollupCell.of(r.value, r.ts)})
+    assert rollup(rs, (60, 3600)) == expected
+    with pytest.raises(ValueError):
+        rollup(rs, (0,))
 
 
 def test_merging_partial_rollups_equals_one_rollup() -> None:

@@ -86,9 +86,11 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(
         readings = sink.query("select count(*) from readings where device <> 'probe'").rows
         n = sink.query("select sum(n) from rollups where width = 3600 and metric = 'cpu' "
                        "and device <> 'probe'").rows
-    assert len(stored) == len(set(stored)) == 3000
-    assert set(stored) == sent
-    assert readings[0][0] == 6000 and n[0][0] == 3000
+    why = (f"{len(stored)} stored ({len(set(stored))} distinct), {len(sent - set(stored))} "
+           f"missing; first committed {first.total()}; second log:\n{second.log()[-3000:]}")
+    assert len(stored) == len(set(stored)) == 3000, why
+    assert set(stored) == sent, why
+    assert readings[0][0] == 6000 and n[0][0] == 3000, why
 
 
 def test_replayed_messages_are_stored_once(

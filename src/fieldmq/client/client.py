@@ -8,11 +8,9 @@ is reachable, and it is deleted only when the broker acknowledged it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue as _queue
-import re
 import threading
 import time
 import weakref
@@ -29,7 +27,16 @@ from ..ratelimit import RateLimit
 from ..store.memory import MemoryBackend
 from ..store.queue import Durability, DurableQueue
 from ..store.sqlite import SQLiteBackend
-from ..topics import matches, validate_filter, validate_topic
+from ..topics import matches, validate_filter
+from .checks import (
+    MAX_PAYLOAD,
+    check_priority,
+    check_qos,
+    check_ttl,
+    encode_props,
+    to_bytes,
+    topic_bytes,
+)
 from .config import TLS, ConnectionSettings, Limits, Will, parse_broker_url
 from .connection import NetLoop
 from .handle import DROPPED, BatchHandle, PublishHandle
@@ -40,7 +47,6 @@ __all__ = ["Client"]
 
 log = logging.getLogger("fieldmq.client")
 
-MAX_PAYLOAD = 268_435_455 - 65_535 - 16  # what fits in one MQTT packet
 Payload = bytes | bytearray | memoryview | str
 Callback = Callable[[Message], Any]
 # Put in the inbox by subscribe() to have held messages looked at again.
@@ -56,93 +62,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_FORBIDDEN = re.compile("[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
-
-
-def _check_topic(topic: object) -> None:
-    """A topic name a broker accepts: on top of ``validate_topic``, no control characters
-    or Unicode non-characters, which MQTT says SHOULD NOT appear and which brokers such
-    as mosquitto answer by closing the connection (MQTT 5 section 1.5.4)."""
-    validate_topic(topic)
-    assert isinstance(topic, str)
-    found = _FORBIDDEN.search(topic)
-    ch = found.group() if found else None
-    if ch is None and not topic.isascii():
-        ch = next((c for c in topic if (ord(c) & 0xFFFE) == 0xFFFE), None)
-    if ch is not None:
-        raise ValueError(
-            f"topic {topic!r} contains U+{ord(ch):04X} (a control character or Unicode "
-            "non-character), which brokers refuse"
-        )
-
-
-_TOPIC_BYTES: dict[str, bytes] = {}  # topics that passed _check_topic, UTF-8 encoded
-
-
-def _topic_bytes(topic: object) -> bytes:
-    """``topic`` checked by :func:`_check_topic` and encoded. Devices publish to a few
-    topics over and over: a topic seen before is looked up, not checked again."""
-    b = _TOPIC_BYTES.get(topic) if type(topic) is str else None
-    if b is None:
-        _check_topic(topic)
-        assert isinstance(topic, str)
-        b = topic.encode()
-        if len(_TOPIC_BYTES) >= 4096:
-            _TOPIC_BYTES.clear()
-        _TOPIC_BYTES[topic] = b
-    return b
-
-
-def _to_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    if isinstance(payload, (bytearray, memoryview)):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    raise TypeError(
-        f"payload must be bytes, bytearray, memoryview or str, got {type(payload).__name__}; "
-        "encode other values yourself (e.g. json.dumps(value))"
-    )
-
-
-def _check_qos(qos: object) -> int:
-    if isinstance(qos, bool) or not isinstance(qos, int) or qos not in (0, 1, 2):
-        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
-    return qos
-
-
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
-        raise ValueError(
-            f"priority must be an int from 1 (lowest) to 10 (highest), got {priority!r}"
-        )
-    return priority
-
-
-def _check_ttl(ttl: object) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-    return float(ttl)
-
-
-def _encode_props(props: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> bytes | None:
-    if props is None:
-        return None
-    pairs = list(props.items()) if isinstance(props, Mapping) else list(props)
-    for pair in pairs:
-        if (
-            not isinstance(pair, tuple) or len(pair) != 2
-            or not all(isinstance(x, str) for x in pair)
-        ):
-            raise TypeError(f"user_properties must map str to str, got {pair!r}")
-    return json.dumps(pairs).encode()
 
 
 class Client:
@@ -366,14 +285,14 @@ class Client:
         """
         if self._state != "open" or self._forked_from is not None:
             self._check_open()
-        topic_b = _topic_bytes(topic)
-        data = payload if type(payload) is bytes else _to_bytes(payload)
+        topic_b = topic_bytes(topic)
+        data = payload if type(payload) is bytes else to_bytes(payload)
         if len(data) > MAX_PAYLOAD:
             raise ValueError(f"payload is {len(data)} bytes; MQTT allows at most {MAX_PAYLOAD}")
-        _check_qos(qos)
-        _check_priority(priority)
-        ttl_s = _check_ttl(ttl)
-        props = _encode_props(user_properties)
+        check_qos(qos)
+        check_priority(priority)
+        ttl_s = check_ttl(ttl)
+        props = encode_props(user_properties)
         q = self._queue
         handle = PublishHandle(q, "")
         if qos == 0 and not self._net.connected and self._limits.qos0_offline == "drop":
@@ -401,24 +320,24 @@ class Client:
         before any is stored: a bad item raises and nothing of the batch is kept.
         """
         self._check_open()
-        _check_qos(qos)
-        _check_priority(priority)
-        ttl_d = _check_ttl(ttl)
+        check_qos(qos)
+        check_priority(priority)
+        ttl_d = check_ttl(ttl)
         items: list[tuple[str, bytes, bytes, int, bool, int, float | None, bytes | None]] = []
         for n, item in enumerate(messages):
             try:
                 if type(item) is not tuple and isinstance(item, Mapping):
                     topic = item["topic"]
                     payload = item.get("payload", b"")
-                    i_qos = _check_qos(item.get("qos", qos))
+                    i_qos = check_qos(item.get("qos", qos))
                     i_retain = bool(item.get("retain", retain))
-                    i_prio = _check_priority(item.get("priority", priority))
-                    i_ttl = _check_ttl(item.get("ttl", ttl_d))
+                    i_prio = check_priority(item.get("priority", priority))
+                    i_ttl = check_ttl(item.get("ttl", ttl_d))
                 else:
                     topic, payload = item
                     i_qos, i_retain, i_prio, i_ttl = qos, retain, priority, ttl_d
-                topic_b = _topic_bytes(topic)
-                data = payload if type(payload) is bytes else _to_bytes(payload)
+                topic_b = topic_bytes(topic)
+                data = payload if type(payload) is bytes else to_bytes(payload)
                 if len(data) > MAX_PAYLOAD:
                     raise ValueError(f"payload is {len(data)} bytes; MQTT allows {MAX_PAYLOAD}")
             except (KeyError, ValueError, TypeError) as exc:
@@ -472,7 +391,7 @@ class Client:
         """
         self._check_open()
         validate_filter(topic_filter)
-        _check_qos(qos)
+        check_qos(qos)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._subs_lock:

@@ -120,10 +120,8 @@ class NetLoop:
 
     def wake(self) -> None:
         if self._sleeping:
-            try:
+            with contextlib.suppress(OSError):  # a full pipe wakes the loop just as well
                 os.write(self._wake_w, b"x")
-            except (BlockingIOError, OSError):
-                pass
 
     def add_subscription(self, flt: str, qos: int) -> None:
         self.inbound.subscribe(flt, qos)
@@ -156,10 +154,8 @@ class NetLoop:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(5.0, drain_timeout + 5.0))
         for fd in (self._wake_r, self._wake_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def abandon(self) -> None:
         """In a forked child: never touch the parent's socket or pipe again."""
@@ -535,11 +531,9 @@ class NetLoop:
             return
         e = self._poison.connection_lost(self._acks_on_conn, list(self._by_mid.values()))
         if e is not None:
-            log.error(
-                "%s: %s closed the connection %d times in a row with only message %d "
-                "(topic %r) in flight; moving it to the dead letters",
-                self._name, self.broker, self._poison.after, e.seq, e.topic,
-            )
+            log.error("%s: %s closed the connection %d times in a row with only message %d "
+                      "(topic %r) in flight; moving it to the dead letters",
+                      self._name, self.broker, self._poison.after, e.seq, e.topic)
             self.queue.reject(e, POISON_REASON)
 
     def _close_paho(self) -> None:

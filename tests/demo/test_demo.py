@@ -79,3 +79,20 @@ def test_demo_runs_headless_with_outage_and_loses_nothing(tmp_path: Path) -> Non
     target = os.environ.get("FIELDMQ_SCREENSHOT")
     if target:
         shutil.copy(shot, target)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--rate", "0"], "--rate"),
+    (["--rate", "1000"], "--rate"),
+    (["--warmup", "-1"], "--warmup"),
+])
+def test_bad_rate_or_warmup_is_refused_with_a_clear_message(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    data = tmp_path / "demo"
+    r = subprocess.run(
+        [sys.executable, "-m", "fieldmq", "demo", *args, "--no-dashboard", "--data-dir",
+         str(data)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert named in r.stderr and "fieldmq demo:" in r.stderr
+    assert not data.exists()  # refused before anything started

@@ -41,6 +41,11 @@ class DemoConfig:
     broker: str = "auto"
     dashboard: bool = True
     keep_dashboard: bool = False
+    # Devices report `rate` times as often as their profiles say, and no anomaly starts in
+    # the first `warmup` seconds: the detectors need about 30 readings of a metric before
+    # they score it, which at the profiles' own rates (2-10 s) would outlast a short demo.
+    rate: float = 5.0
+    warmup: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 1000:
@@ -56,6 +61,10 @@ class DemoConfig:
             raise ConfigError("--outage-at must be >= 0 and --outage-for > 0", key="outage")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port must be 1-65535, got {self.port}", key="port")
+        if not 0.1 <= self.rate <= 100:
+            raise ConfigError(f"--rate must be 0.1-100, got {self.rate:g}", key="rate")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup:g}", key="warmup")
 
 
 @dataclass(slots=True)
@@ -142,7 +151,8 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> DemoResult:
     sim = Simulation(SimulationConfig(
         state_dir=data / "fleet", devices=cfg.devices, seed=cfg.seed, duration=run_length,
         scenario=_scenario(cfg, protocol), broker_factory=_broker_factory(cfg, choose_broker),
-        protocol=protocol, drain_timeout=60.0, keep_broker=True,
+        protocol=protocol, drain_timeout=60.0, keep_broker=True, rate=cfg.rate,
+        warmup=min(cfg.warmup, run_length / 2),  # a short --duration still gets anomalies
         on_broker_ready=start_consumers,
     ))
     result_box: dict[str, Any] = {}
@@ -353,6 +363,11 @@ def register(sub: Any) -> None:
                    help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--devices", type=int, default=20, help="simulated devices (default 20)")
     p.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")
+    p.add_argument("--rate", type=float, default=5.0,
+                   help="devices report this many times as often as their profiles say "
+                        "(default 5, so the anomaly detectors warm up within a minute)")
+    p.add_argument("--warmup", type=float, default=60.0,
+                   help="seconds before the first anomaly is injected (default 60)")
     p.add_argument("--outage-at", type=float, default=30.0, help="seconds before the outage")
     p.add_argument("--outage-for", type=float, default=20.0, help="outage length in seconds")
     p.add_argument("--port", type=int, default=8050, help="dashboard port (default 8050)")
@@ -377,6 +392,7 @@ def _main(args: argparse.Namespace) -> int:
         cfg = DemoConfig(
             data_dir=Path(args.data_dir).resolve(), devices=args.devices, seed=args.seed,
             duration=args.duration, outage_at=args.outage_at, outage_for=args.outage_for,
+            rate=args.rate, warmup=args.warmup,
             port=args.port, host=args.host, broker=args.broker,
             dashboard=not args.no_dashboard, keep_dashboard=args.keep_dashboard,
         )

@@ -120,6 +120,9 @@ def test_replayed_messages_are_stored_once(
     finally:
         raw.loop_stop()
         raw.disconnect()
+        # paho's loop_start() made a socket pair that only reinitialise() or the object's
+        # collection closes; close it now, not in a garbage collection after the test.
+        raw.reinitialise()
     assert proc.finish() == 0, proc.log()
     with DuckDBSink(db, read_only=True) as sink:
         got = sink.query("select count(*), count(distinct message_id) from messages "

@@ -282,6 +282,7 @@ def test_paho_client_through_proxy(mosquitto: MosquittoBroker) -> None:
         finally:
             client.disconnect()
             client.loop_stop()
+            client.reinitialise()  # closes the socket pair loop_start() made
         proxy.wait_for_connections(0)
 
 

@@ -70,6 +70,7 @@ class Peer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client.reinitialise()  # closes the socket pair loop_start() made
 
 
 @pytest.fixture

@@ -15,6 +15,17 @@ import pytest
 PG_URL = os.environ.get("FIELDMQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+class FakeMessage:
+    """A received message as the ingest loop sees it, counting its acknowledgements."""
+
+    def __init__(self, topic: str, payload: bytes, message_id: str | None) -> None:
+        self.topic, self.payload, self.message_id = topic, payload, message_id
+        self.acked = 0
+
+    def ack(self) -> None:
+        self.acked += 1
+
+
 def postgres_or_skip() -> str:
     """The test database URL; skips when no server answers (fails under CI)."""
     psycopg = pytest.importorskip("psycopg")

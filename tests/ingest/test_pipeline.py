@@ -18,14 +18,7 @@ from fieldmq.ingest.errors import SinkError
 from fieldmq.testing import MosquittoBroker
 from helpers import Collector, wait_until
 
-
-class FakeMessage:
-    def __init__(self, topic: str, payload: bytes, message_id: str | None) -> None:
-        self.topic, self.payload, self.message_id = topic, payload, message_id
-        self.acked = 0
-
-    def ack(self) -> None:
-        self.acked += 1
+from .support import FakeMessage
 
 
 def test_process_acks_only_after_commit() -> None:

@@ -18,6 +18,8 @@ from fieldmq.ingest.records import Batch, Decoded, Rejected, decode_message
 from fieldmq.ingest.sinks.base import Sink
 from fieldmq.ingest.sinks.duckdb import DuckDBSink
 
+from .support import FakeMessage
+
 T = "fleet/dev-1/data/telemetry"
 NOW = 1_700_000_500.0
 
@@ -149,15 +151,6 @@ def test_bad_payloads_in_a_raw_batch_are_rejected_with_their_reason(
     reasons = dict(sink.query("select message_id, reason from rejected").rows)
     assert "metric 'cpu' is str" in reasons["dup"]
     assert "must be a JSON object or a number" in reasons["nan"]
-
-
-class FakeMessage:
-    def __init__(self, topic: str, payload: bytes, message_id: str | None) -> None:
-        self.topic, self.payload, self.message_id = topic, payload, message_id
-        self.acked = 0
-
-    def ack(self) -> None:
-        self.acked += 1
 
 
 def test_ingestor_without_detection_acks_raw_batches_only_after_commit(

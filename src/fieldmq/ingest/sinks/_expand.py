@@ -20,7 +20,7 @@ from typing import Any
 from ..raw import META_SQL, RawBatch
 from ._arrow import pa
 
-__all__ = ["MESSAGES", "READINGS", "STAGE", "raw_table"]
+__all__ = ["MESSAGES", "READINGS", "STAGE", "raw_table", "stage"]
 
 _NUMBER = "('UBIGINT', 'BIGINT', 'DOUBLE')"
 
@@ -88,3 +88,15 @@ def raw_table(raw: RawBatch) -> Any:
         "topic": p.array(raw.topics, type=p.string()),
         "payload": p.array(raw.texts, type=p.string()),
     })
+
+
+def stage(con: Any, raw: RawBatch) -> list[int]:
+    """Run :data:`STAGE` on DuckDB connection ``con`` over ``raw``'s candidates; returns
+    the indices the engine could not vouch for (to be decoded in Python)."""
+    con.register("_raw", raw_table(raw))
+    try:
+        for sql in STAGE:
+            con.execute(sql, [raw.received] if "$1" in sql else None)
+    finally:
+        con.unregister("_raw")
+    return [r[0] for r in con.execute("select i from _fallback order by i").fetchall()]

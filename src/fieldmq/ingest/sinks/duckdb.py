@@ -24,7 +24,7 @@ from ..raw import RawBatch, merge
 from ..records import Batch, unique_readings
 from ..rollups import DEFAULT_WIDTHS
 from ._arrow import table
-from ._expand import MESSAGES, READINGS, STAGE, raw_table
+from ._expand import MESSAGES, READINGS, stage
 from .base import QueryResult, WriteResult
 
 __all__ = ["DDL", "DuckDBSink"]
@@ -180,13 +180,7 @@ class DuckDBSink:
         clean = inserted = 0
         rest = raw.rest
         if raw.keys:
-            con.register("_raw", raw_table(raw))
-            try:
-                for sql in STAGE:
-                    con.execute(sql, [raw.received] if "$1" in sql else None)
-            finally:
-                con.unregister("_raw")
-            fallback = [r[0] for r in con.execute("select i from _fallback order by i").fetchall()]
+            fallback = stage(con, raw)
             clean = len(raw.keys) - len(fallback)
             if fallback:
                 rest = merge(rest, raw.decode(fallback))

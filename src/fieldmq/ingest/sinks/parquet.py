@@ -38,7 +38,7 @@ from ..raw import RawBatch, merge
 from ..records import Batch, unique_readings
 from ..rollups import DEFAULT_WIDTHS, rollup
 from ._arrow import _schema, pa, table
-from ._expand import READINGS, STAGE, raw_table
+from ._expand import READINGS, stage
 from .base import QueryResult, WriteResult
 
 __all__ = ["ParquetSink"]
@@ -282,13 +282,7 @@ class ParquetSink:
         if not raw.keys:
             return self._prepare(db, raw.rest)
         duck = self._engine()
-        duck.register("_raw", raw_table(raw))
-        try:
-            for sql in STAGE:
-                duck.execute(sql, [raw.received] if "$1" in sql else None)
-        finally:
-            duck.unregister("_raw")
-        fallback = [r[0] for r in duck.execute("select i from _fallback order by i").fetchall()]
+        fallback = stage(duck, raw)
         clean = [r[0] for r in duck.execute("select message_id from _c").fetchall()]
         have = self._have(db, "m", clean)
         new = [k for k in clean if k not in have]

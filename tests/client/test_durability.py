@@ -29,6 +29,24 @@ PUBLISHER = textwrap.dedent(
     """
 )
 
+BATCH_PUBLISHER = textwrap.dedent(
+    """
+    import sys
+    from fieldmq import Client
+    url, store, topic, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    c = Client(client_id="killed-batch-pub", brokers=[url], store=store)
+    for b in range(n):
+        nums = range(b * 50, b * 50 + 50)
+        if b % 2:  # mappings with mixed priorities: one journal record per priority run
+            c.publish_many([{"topic": topic, "payload": str(i), "priority": 1 + i % 10}
+                            for i in nums])
+        else:  # plain (topic, payload) pairs: one journal record for the batch
+            c.publish_many([(topic, str(i).encode()) for i in nums], priority=3)
+        print(b, flush=True)
+    sys.stdin.read()  # wait to be killed
+    """
+)
+
 
 def _subscriber(broker: MosquittoBroker, flt: str, collector: Collector, name: str) -> Client:
     sub = Client(client_id=name, brokers=[broker.url], persistent_session=True)
@@ -72,6 +90,41 @@ def test_sigkill_right_after_publish_loses_nothing(
         want = set(range(last + 1))
         assert collector.wait_for(
             lambda ms: want <= {int(m.payload) for m in ms if m.topic == f"{topic}/k"}
+        )
+    finally:
+        sub.close()
+
+
+def test_sigkill_right_after_publish_many_loses_nothing(
+    mosquitto: MosquittoBroker, tmp_path: Path, topic: str, collector: Collector
+) -> None:
+    """Batches whose publish_many() returned (plain pairs and mappings of mixed
+    priorities) survive SIGKILL and are all delivered after a restart."""
+    store = tmp_path / "batch.db"
+    mosquitto.stop()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BATCH_PUBLISHER, mosquitto.url, str(store), f"{topic}/b", "40"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    last = -1
+    for line in proc.stdout:
+        last = int(line)
+        if last == 9:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    assert proc.stdin is not None
+    proc.stdin.close()
+    mosquitto.start()
+    sub = _subscriber(mosquitto, f"{topic}/#", collector, "b-sub")
+    try:
+        with Client(client_id="restarted-b", brokers=[mosquitto.url], store=store) as pub:
+            assert pub.drain(30)
+        want = set(range((last + 1) * 50))
+        assert collector.wait_for(
+            lambda ms: want <= {int(m.payload) for m in ms if m.topic == f"{topic}/b"}
         )
     finally:
         sub.close()

@@ -51,6 +51,41 @@ def test_pub_round_trip(entry: Entry) -> None:
     assert _same(value, entry)
 
 
+def test_pubs_record_decodes_to_one_pub_per_message() -> None:
+    """A PUBS record (publish_many) holds many messages of one priority; it decodes to
+    one PUB per message, in order, equal in every field, between other records."""
+    batch = [
+        _entry(10),
+        _entry(11, topic="température/é", payload=b"\x00\xff" * 50, qos=2, retain=True,
+               expires=99.5, props=b"\x26\x00\x01"),
+        _entry(12, payload=b"", qos=0),
+        _entry(13, topic="a/b", payload=b"y" * 70_000),
+    ]
+    data = (records.encode_gone(records.ACK, 1) + records.encode_pubs(batch, 5)
+            + records.encode_gone(records.DROP, 11))
+    out = list(records.decode(data))
+    assert [k for k, _ in out] == [records.ACK] + [records.PUB] * 4 + [records.DROP]
+    for (_, got), want in zip(out[1:5], batch, strict=True):
+        assert isinstance(got, Entry)
+        assert _same(got, want)
+
+
+def test_pubs_record_cut_anywhere_yields_none_of_its_messages() -> None:
+    """A torn PUBS record is all or nothing: no message of a half-written batch appears,
+    and what came before it still decodes."""
+    prefix = records.encode_gone(records.ACK, 1)
+    pubs = records.encode_pubs([_entry(s) for s in range(20, 30)], 7)
+    for cut in (1, 8, 9, len(pubs) // 2, len(pubs) - 1):
+        assert list(records.decode(prefix + pubs[:cut])) == [(records.ACK, 1)]
+
+
+def test_pubs_record_with_unreadable_batch_is_skipped() -> None:
+    """An intact PUBS frame whose batch cannot be read is skipped; later records decode."""
+    data = (_frame(bytes([records.PUBS, 5]) + b"\x01garbage")
+            + records.encode_gone(records.ACK, 3))
+    assert list(records.decode(data)) == [(records.ACK, 3)]
+
+
 def test_empty_props_decode_as_none() -> None:
     """Empty properties are stored as 'no properties'."""
     (_, value), = records.decode(_pub(_entry(1, props=b"")))
@@ -159,7 +194,7 @@ def _frame(body: bytes) -> bytes:
     return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
 
-@pytest.mark.parametrize("kind", [0, 6, 99, 255])
+@pytest.mark.parametrize("kind", [0, 7, 99, 255])
 def test_unknown_record_types_are_skipped(kind: int) -> None:
     """An intact record of an unknown type is skipped and later records still decode."""
     data = (records.encode_gone(records.ACK, 1) + _frame(bytes([kind]) + b"future data")

@@ -24,6 +24,7 @@ from ..backoff import Backoff
 from ..clock import Clock
 from ..errors import ForkError, SubscribeFailed
 from ..ratelimit import RateLimit
+from ..store.base import Entry
 from ..store.memory import MemoryBackend
 from ..store.queue import Durability, DurableQueue
 from ..store.sqlite import SQLiteBackend
@@ -34,6 +35,7 @@ from .checks import (
     check_qos,
     check_ttl,
     encode_props,
+    plain_pairs,
     to_bytes,
     topic_bytes,
 )
@@ -323,8 +325,17 @@ class Client:
         check_qos(qos)
         check_priority(priority)
         ttl_d = check_ttl(ttl)
+        q = self._queue
+        msgs = messages if type(messages) is list else list(messages)
+        plain = plain_pairs(msgs) if msgs else None
+        if plain is not None:  # (topic, payload) pairs that need no conversion
+            topics, payloads, total = plain
+            batch = BatchHandle(q, "", q.next_seq, len(topics))
+            entries = q.put_batch(topics, payloads, total, qos, bool(retain), priority, ttl_d,
+                                  batch)
+            return self._batch_done(batch, entries)
         items: list[tuple[str, bytes, bytes, int, bool, int, float | None, bytes | None]] = []
-        for n, item in enumerate(messages):
+        for n, item in enumerate(msgs):
             try:
                 if type(item) is not tuple and isinstance(item, Mapping):
                     topic = item["topic"]
@@ -343,12 +354,14 @@ class Client:
             except (KeyError, ValueError, TypeError) as exc:
                 raise type(exc)(f"publish_many item {n}: {exc}") from exc
             items.append((topic, topic_b, data, i_qos, i_retain, i_prio, i_ttl, None))
-        q = self._queue
         batch = BatchHandle(q, "", q.next_seq, len(items))
         if not items:
             batch.settle_empty()
             return batch
-        entries = q.put_many(items, batch)
+        return self._batch_done(batch, q.put_many(items, batch))
+
+    def _batch_done(self, batch: BatchHandle, entries: Sequence[Entry]) -> BatchHandle:
+        q = self._queue
         batch.seq = entries[-1].seq
         batch.first_seq = entries[0].seq
         batch.message_id = f"{q.uid}-{entries[0].seq}..{entries[-1].seq}"

@@ -64,7 +64,7 @@ def insert(db: sqlite3.Connection, entries: Sequence[Entry]) -> list[int]:
         cur = db.execute(
             "INSERT INTO batches (priority, first_seq, last_seq, count, bytes, data) "
             "VALUES (?,?,?,?,?,?)",
-            (prio, run[0].seq, run[-1].seq, len(run), sum(e.size for e in run),
+            (prio, run[0].seq, run[-1].seq, len(run), sum([e.size for e in run]),
              encode_batch(run)),
         )
         row = cur.lastrowid

@@ -44,8 +44,9 @@ def _seq_column(n: int) -> struct.Struct:
 def encode_batch(entries: Sequence[Entry]) -> bytes:
     """The blob for ``entries`` (one priority, in seq order)."""
     n = len(entries)
-    index: dict[str, int] = {}
-    tidx = [index.setdefault(e.topic, len(index)) for e in entries]
+    topics = [e.topic for e in entries]
+    index = {t: i for i, t in enumerate(dict.fromkeys(topics))}
+    tidx = [0] * n if len(index) == 1 else list(map(index.__getitem__, topics))
     payloads = [e.payload for e in entries]
     props = [e.props for e in entries]
     parts = [_HEAD.pack(_VERSION, n, len(index))]

@@ -50,6 +50,7 @@ Durability = Literal["batched", "sync", "process"]
 _LOAD_BATCH = 256
 _encode_pub = records.encode_pub
 _encode_gone = records.encode_gone
+_encode_pubs = records.encode_pubs
 
 
 class DurableQueue(Writer, Eviction):
@@ -274,38 +275,76 @@ class DurableQueue(Writer, Eviction):
         items: Sequence[tuple[str, bytes, bytes, int, bool, int, float | None, bytes | None]],
         handle: PublishHandle | None,
     ) -> list[Entry]:
-        """Accept many messages with one journal write. All or nothing on a full store."""
+        """Accept many messages with one journal write. All or nothing on a full store.
+        Items are ``(topic, topic_bytes, payload, qos, retain, priority, ttl, props)``."""
         if not items:
             return []
-        total = sum(len(i[2]) + len(i[1]) for i in items)
-        out: list[Entry] = []
+        total = sum([len(i[2]) + len(i[1]) for i in items])
+
+        def build(seq: int, now: float) -> list[Entry]:
+            return [
+                Entry(s, topic, payload, qos, retain, prio,
+                      now, now + ttl if ttl is not None else NO_EXPIRY, props, handle)
+                for s, (topic, _, payload, qos, retain, prio, ttl, props)
+                in zip(range(seq, seq + len(items)), items, strict=True)
+            ]
+
+        return self._put_entries(build, len(items), total, min(i[5] for i in items))
+
+    def put_batch(
+        self,
+        topics: Sequence[str],
+        payloads: Sequence[bytes],
+        total: int,
+        qos: int,
+        retain: bool,
+        priority: int,
+        ttl: float | None,
+        handle: PublishHandle | None,
+    ) -> list[Entry]:
+        """:meth:`put_many` for messages that share their options (``publish_many()`` of
+        ``(topic, payload)`` pairs): ``total`` is the size of payloads and topics in bytes."""
+        n = len(topics)
+        if not n:
+            return []
+
+        def build(seq: int, now: float) -> list[Entry]:
+            expires = now + ttl if ttl is not None else NO_EXPIRY
+            return [
+                Entry(s, topic, payload, qos, retain, priority, now, expires, None, handle)
+                for s, topic, payload in zip(range(seq, seq + n), topics, payloads, strict=True)
+            ]
+
+        return self._put_entries(build, n, total, priority)
+
+    def _put_entries(
+        self, build: Callable[[int, float], list[Entry]], n: int, total: int, min_prio: int
+    ) -> list[Entry]:
+        """Make room, build the entries with their seqs and time, journal them as PUBS
+        records (one per run of a priority), queue them: all under the lock."""
         with self._lock:
             if self._state != "open":
                 raise RuntimeError("the store is closed; create a new client to publish again")
-            if self._count + len(items) > self.max_messages or self._bytes + total > self.max_bytes:
-                self._make_room(min(i[5] for i in items), total, count=len(items))
+            if self._count + n > self.max_messages or self._bytes + total > self.max_bytes:
+                self._make_room(min_prio, total, count=n)
             self._check_disk(total)
-            now = self.now()
-            seq = self._next_seq
-            chunks = []
+            out = build(self._next_seq, self.now())
             hot = self._hot
-            encode = records.encode_pub_fields
-            prios = set()
-            for topic, topic_b, payload, qos, retain, prio, ttl, props in items:
-                expires = now + ttl if ttl is not None else NO_EXPIRY
-                out.append(Entry(seq, topic, payload, qos, retain, prio, now, expires, props,
-                                 handle))
-                chunks.append(encode(seq, qos, retain, prio, now, expires, topic_b, props,
-                                     payload))
-                prios.add(prio)
-                seq += 1
-            self._append_new(b"".join(chunks))
-            if len(prios) == 1:
-                hot[prios.pop()].extend(out)
+            prio = out[0].priority
+            if all([e.priority == prio for e in out]):
+                self._append_new(_encode_pubs(out, prio))
+                hot[prio].extend(out)
             else:
-                for e in out:
-                    hot[e.priority].append(e)
-            self._accepted(len(out), total)
+                runs = []
+                start = 0
+                for i in range(1, n + 1):
+                    if i == n or out[i].priority != out[start].priority:
+                        runs.append(out[start:i])
+                        start = i
+                self._append_new(b"".join([_encode_pubs(r, r[0].priority) for r in runs]))
+                for run in runs:
+                    hot[run[0].priority].extend(run)
+            self._accepted(n, total)
         self._after_put()
         return out
 

@@ -10,6 +10,11 @@
     DROP 3  = u64 seq            (evicted, expired or dead-lettered: gone)
     CLOCK 4 = f64 store_time | f64 wall
     HDR  5  = u64 next_seq | f64 store_time | f64 wall | 16s uid
+    PUBS 6  = u8 priority | a backlog batch blob (see :mod:`.batch`): many PUBs of one
+              priority in seq order, written by ``publish_many()`` as one record
+
+Decoding a PUBS record yields one ``(PUB, Entry)`` per message, so readers see PUBs
+only.
 
 A torn tail (a record cut by a power loss) fails its length or CRC check and ends
 the replay; nothing after it was promised durable.
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .base import Entry
+from .batch import decode_batch, encode_batch
 
 __all__ = [
     "ACK",
@@ -30,6 +36,7 @@ __all__ = [
     "DROP",
     "HDR",
     "PUB",
+    "PUBS",
     "Header",
     "decode",
     "encode_clock",
@@ -37,9 +44,10 @@ __all__ = [
     "encode_header",
     "encode_pub",
     "encode_pub_fields",
+    "encode_pubs",
 ]
 
-PUB, ACK, DROP, CLOCK, HDR = 1, 2, 3, 4, 5
+PUB, ACK, DROP, CLOCK, HDR, PUBS = 1, 2, 3, 4, 5, 6
 
 _FRAME = struct.Struct("<II")
 _PUB = struct.Struct("<BQBBBddHII")
@@ -72,6 +80,13 @@ def encode_pub_fields(seq: int, qos: int, retain: bool, priority: int, created: 
     head = _pack_pub(PUB, seq, qos, 1 if retain else 0, priority, created, expires,
                      len(topic_bytes), len(props) if props else 0, len(payload))
     body = head + topic_bytes + props + payload if props else head + topic_bytes + payload
+    return _pack_frame(len(body), _crc(body)) + body
+
+
+def encode_pubs(entries: Sequence[Entry], priority: int) -> bytes:
+    """One PUBS record for ``entries`` (all of ``priority``, consecutive seqs in order):
+    the columns of a backlog batch, so a thousand messages cost one frame and one CRC."""
+    body = bytes((PUBS, priority)) + encode_batch(entries)
     return _pack_frame(len(body), _crc(body)) + body
 
 
@@ -123,6 +138,13 @@ def decode(data: bytes | memoryview) -> Iterator[Record]:
             o += pl
             payload = bytes(body[o : o + yl])
             yield PUB, Entry(seq, topic, payload, qos, bool(retain), prio, created, expires, props)
+        elif kind == PUBS and length > 2:
+            try:
+                entries = decode_batch(bytes(body[2:]), body[1])
+            except ValueError:  # intact but unreadable: skipped like a bad-length record
+                continue
+            for e in entries:
+                yield PUB, e
         elif kind in (ACK, DROP) and length == _GONE.size:
             yield kind, _GONE.unpack_from(body, 0)[1]
         elif kind == CLOCK and length == _CLOCK.size:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from itertools import islice
+from itertools import groupby, islice
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from ..clock import Clock
@@ -19,7 +20,6 @@ from .base import Entry
 from .handles import SpilledHandles
 
 if TYPE_CHECKING:
-    from ..client.handle import PublishHandle
     from .memory import MemoryBackend
     from .sqlite import SQLiteBackend
 
@@ -28,6 +28,7 @@ __all__ = ["PRIORITIES", "Writer"]
 log = logging.getLogger("fieldmq.store")
 
 PRIORITIES = range(10, 0, -1)
+_handle_of = attrgetter("handle")
 _encode_pub = records.encode_pub
 _encode_gone = records.encode_gone
 
@@ -281,29 +282,26 @@ class Writer:
         with self._lock:
             for e, row in zip(batch, rows, strict=True):
                 e.in_db = row
-                if e.done:
-                    self._pending_delete.append((e.seq, row))
+            self._pending_delete += [(e.seq, e.in_db) for e in batch if e.done]
             handles = self._handles
             for p in range(1, 11):
                 hot = self._hot[p]
-                moved = 0
-                size = 0
-                run: PublishHandle | None = None
-                first = last = 0
-                while hot and hot[0].in_db:
-                    e = hot.popleft()
-                    moved += 1
-                    size += e.size
-                    h = e.handle
-                    if h is not run:  # runs of one handle (publish_many) share one entry
-                        if run is not None:
-                            handles.add(run, first, last)
-                        run, first = h, e.seq
-                    last = e.seq
-                if run is not None:
-                    handles.add(run, first, last)
-                self._hot_bytes -= size
-                self._cold_count[p] += moved
+                if not hot or not hot[0].in_db:
+                    continue
+                # what was spilled is a prefix of the deque (minus what take() sent since)
+                k = 1
+                for e in islice(hot, 1, None):
+                    if not e.in_db:
+                        break
+                    k += 1
+                moved = [hot.popleft() for _ in range(k)]
+                self._hot_bytes -= sum([e.size for e in moved])
+                self._cold_count[p] += k
+                # runs of one handle (a publish_many batch) share one entry
+                for h, group in groupby(moved, key=_handle_of):
+                    if h is not None:
+                        run = list(group)
+                        handles.add(h, run[0].seq, run[-1].seq)
             self._spilled += len(batch)
 
     def _flush_pending(self) -> None:

@@ -31,17 +31,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import ConnectionFailed
 from ..ratelimit import TokenBucket
 from .config import TLS, BrokerURL, ConnectionSettings
+from .fastpath import FastReceiver, install
 from .identity import wrap
 from .inbound import Inbound
 from .message import Message
 from .poison import POISON_REASON, PoisonDetector
 from .wire import (
     ReadProbe,
+    close_socket,
     decode_user_props,
     make_paho,
     new_props,
     poll_serve,
     publish_properties,
+    send_disconnect,
     to_message,
 )
 
@@ -72,6 +75,7 @@ class NetLoop:
         self.queue = queue
         self._dispatch = dispatch
         self._received: list[Message] = []  # handed to the callback thread per read
+        self._fast: FastReceiver | None = None  # the receiving fast path of this paho
         self._subscriptions = subscriptions
         self._name = name
         self._stop = threading.Event()
@@ -246,6 +250,11 @@ class NetLoop:
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         c.on_unsubscribe = self._on_unsubscribe
+        self._fast = install(
+            c, self.s.protocol == 5, self._received.append,
+            None if self.s.ack_mode == "auto"
+            else lambda mid, qos: partial(self.ack, mid, qos, self.inbound.generation),
+        )
         return c
 
     def _connect(self, broker: BrokerURL) -> None:
@@ -489,8 +498,9 @@ class NetLoop:
             self.wake()  # writes to the pipe only if the loop sleeps (see _serve)
 
     def _send_acks(self, c: mqtt.Client) -> None:
-        for mid, qos in self.inbound.take_acks():
-            if self._connected:
+        acks = self.inbound.take_acks()
+        if acks and self._connected:
+            for mid, qos in acks if self._fast is None else self._fast.write_acks(acks):
                 c.ack(mid, qos)
 
     def _send_disconnect(self) -> None:
@@ -498,14 +508,7 @@ class NetLoop:
         c = self._paho
         if c is None:
             return
-        try:
-            c.disconnect()
-            sock = c.socket()
-            deadline = time.monotonic() + 1.0
-            while sock is not None and c.want_write() and time.monotonic() < deadline:
-                c.loop_write()
-        except Exception as exc:  # pragma: no cover - best effort on the way out
-            log.debug("%s: DISCONNECT failed: %s", self._name, exc)
+        send_disconnect(c, self._name)
 
     def _after_disconnect(self) -> None:
         self._connected = False
@@ -545,12 +548,7 @@ class NetLoop:
                 c.disconnect()
                 c.loop_write()
         self._connected = False
-        try:
-            sock = c.socket()
-            if sock is not None:
-                sock.close()
-        except OSError:  # pragma: no cover
-            pass
+        close_socket(c)
         self._paho = None
 
     # -- paho callbacks (run on this thread) ---------------------------------------------
@@ -592,7 +590,12 @@ class NetLoop:
         self._received.append(to_message(msg, acker))
 
     def _hand_over(self) -> None:
-        # One hand-over per read burst: the callback thread wakes once, not per message.
-        if self._received:
-            batch, self._received = self._received, []
+        # One hand-over per read burst: the callback thread wakes once, not per message,
+        # and the burst's automatic PUBACKs go out in one write.
+        fast = self._fast
+        if fast is not None and self._connected:
+            fast.flush_acks()
+        if self._received:  # the list stays: the fast path appends to it
+            batch = self._received.copy()
+            self._received.clear()
             self._dispatch(batch)

@@ -4,9 +4,11 @@ stored form of user properties (a JSON list of pairs), and waiting on sockets.""
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -23,11 +25,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PackedProperties",
     "ReadProbe",
+    "close_socket",
     "decode_user_props",
     "make_paho",
     "new_props",
     "poll_serve",
     "publish_properties",
+    "send_disconnect",
     "to_message",
 ]
 
@@ -168,3 +172,25 @@ def to_message(msg: mqtt.MQTTMessage, acker: Callable[[], None] | None) -> Messa
         message_id, payload = unwrap(payload)
     return Message(msg.topic, payload, msg.qos, bool(msg.retain), message_id, user,
                    acker, bool(msg.dup))
+
+
+def send_disconnect(c: mqtt.Client, name: str) -> None:
+    """A clean DISCONNECT, written out within a second (best effort on the way out)."""
+    try:
+        c.disconnect()
+        sock = c.socket()
+        deadline = time.monotonic() + 1.0
+        while sock is not None and c.want_write() and time.monotonic() < deadline:
+            c.loop_write()
+    except Exception as exc:  # pragma: no cover - best effort on the way out
+        logging.getLogger("fieldmq.client").debug("%s: DISCONNECT failed: %s", name, exc)
+
+
+def close_socket(c: mqtt.Client) -> None:
+    """Close paho's socket (paho has no public call that only does that)."""
+    try:
+        sock = c.socket()
+        if sock is not None:
+            sock.close()
+    except OSError:  # pragma: no cover
+        pass

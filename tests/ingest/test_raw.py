@@ -174,3 +174,30 @@ def test_ingestor_without_detection_acks_raw_batches_only_after_commit(
         assert [m.acked for m in msgs] == [1] * 6
         assert ingestor.stats.rejected == 1
         assert sink.query("select count(*) from readings").rows[0][0] == 5
+
+
+@pytest.mark.parametrize("detect", [None, "default"], ids=["engine", "python"])
+def test_duckdb_file_with_the_old_readings_key_still_takes_batches(
+    tmp_path: Path, detect: str | None
+) -> None:
+    """A DuckDB file created when ``readings`` had a primary key is written to as before,
+    and a replayed batch adds nothing (readings go in only with a new message)."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create table readings (message_id varchar, device varchar, metric varchar, "
+                "ts double, value double, primary key (message_id, metric))")
+    con.close()
+    msgs = [FakeMessage(f"fleet/dev-{i % 3}/data/telemetry",
+                        json.dumps({"ts": 1.7e9 + i, "temp": 20.5 + i, "rh": 40}).encode(),
+                        f"m-{i}") for i in range(20)]
+    config = IngestConfig(detect=None) if detect is None else IngestConfig()
+    with DuckDBSink(path) as sink:
+        ing = Ingestor(sink=sink, client=None, config=config)
+        first = ing.process(msgs)
+        again = ing.process(msgs)
+        rows = sink.query("select count(*), count(distinct message_id || metric) "
+                          "from readings").rows[0]
+    assert (first.inserted, again.inserted, again.duplicates) == (20, 0, 20)
+    assert rows == (40, 40)

@@ -113,6 +113,8 @@ def _loop_until(c: mqtt.Client, cond: Any, receiver: Any, timeout: float = 10,
                 also: mqtt.Client | None = None) -> bool:
     def step() -> bool:
         c.loop(0.02)
+        while receiver.buffer is not None and receiver.buffer.pending():  # see install()
+            c.loop_read()
         receiver.flush_acks()
         if also is not None:
             also.loop(0.02)

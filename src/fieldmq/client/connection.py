@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -32,18 +31,16 @@ from ..errors import ConnectionFailed
 from ..ratelimit import TokenBucket
 from .config import TLS, BrokerURL, ConnectionSettings
 from .fastpath import FastReceiver, install
-from .identity import wrap
 from .inbound import Inbound
 from .message import Message
 from .poison import POISON_REASON, PoisonDetector
 from .wire import (
     ReadProbe,
     close_socket,
-    decode_user_props,
     make_paho,
     new_props,
+    outgoing,
     poll_serve,
-    publish_properties,
     send_disconnect,
     to_message,
 )
@@ -122,20 +119,19 @@ class NetLoop:
     def wait_connected(self, timeout: float | None) -> bool:
         return self._connected_event.wait(timeout)
 
-    def wake(self) -> None:
-        if self._sleeping:
+    def wake(self, force: bool = False) -> None:
+        if self._sleeping or force:
+            self._sleeping = True
             with contextlib.suppress(OSError):  # a full pipe wakes the loop just as well
                 os.write(self._wake_w, b"x")
 
     def add_subscription(self, flt: str, qos: int) -> None:
         self.inbound.subscribe(flt, qos)
-        self._sleeping = True
-        self.wake()
+        self.wake(force=True)
 
     def remove_subscription(self, flt: str) -> None:
         self.inbound.unsubscribe(flt)
-        self._sleeping = True
-        self.wake()
+        self.wake(force=True)
 
     def wait_subscribed(self, filters: list[str], timeout: float | None) -> dict[str, str]:
         return self.inbound.wait_subscribed(filters, timeout, self._connected)
@@ -153,8 +149,7 @@ class NetLoop:
         ):
             time.sleep(0.01)
         self._stop.set()
-        self._sleeping = True
-        self.wake()
+        self.wake(force=True)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(5.0, drain_timeout + 5.0))
         for fd in (self._wake_r, self._wake_w):
@@ -254,6 +249,7 @@ class NetLoop:
             c, self.s.protocol == 5, self._received.append,
             None if self.s.ack_mode == "auto"
             else lambda mid, qos: partial(self.ack, mid, qos, self.inbound.generation),
+            self._settled,
         )
         return c
 
@@ -346,7 +342,7 @@ class NetLoop:
                 c = self._paho
                 if c is None or not self._connected:
                     return
-                room = self._window() - len(self._by_mid)
+                room = self._poison.window(self.s.window, self._acks_on_conn) - len(self._by_mid)
                 if room > 0:
                     self._fill(c, room)
                 self._flush_results()
@@ -365,9 +361,15 @@ class NetLoop:
         wake_r = self._wake_r
         io = self._io
         first = c.socket()
-        more: Callable[[], bool] = ReadProbe(cast(socket.socket, first)) if first else bool
+        probe: Callable[[], bool] = ReadProbe(cast(socket.socket, first)) if first else bool
+        buffered = self._fast.buffer if self._fast is not None else None
+        waiting: Callable[[], bool] = buffered.pending if buffered is not None else bool
+
+        def more() -> bool:  # read bytes already buffered (poll cannot see them) or waiting
+            return waiting() or probe()
+
         while self._connected and not self._stop.is_set():
-            window = self._window()
+            window = self._poison.window(self.s.window, self._acks_on_conn)
             with io:
                 inbound = self.inbound
                 if inbound.has_work():
@@ -390,7 +392,7 @@ class NetLoop:
                 self._sleeping = True
                 idle = self._draining or len(self._by_mid) >= window or queue.sendable() <= 0
                 busy = inbound.has_work()
-                timeout = self._tick if idle and not busy else 0.0
+                timeout = self._tick if idle and not busy and not waiting() else 0.0
                 if not idle and not busy:
                     held = self._throttled()
                     if held > 0:
@@ -402,6 +404,7 @@ class NetLoop:
             except (OSError, ValueError):
                 break
             self._sleeping = False
+            readable = readable or waiting()
             if woken:
                 try:
                     os.read(wake_r, 4096)
@@ -446,22 +449,9 @@ class NetLoop:
 
     def _send(self, c: mqtt.Client, entries: list[Entry]) -> None:
         by_mid = self._by_mid
-        v5 = self.s.protocol == 5
-        envelope = self.s.envelope
-        ids = self.s.message_ids
         uid = self.queue.uid
         for i, e in enumerate(entries):
-            props: Properties | None = None
-            payload = e.payload
-            if ids and (v5 or envelope):
-                mid_text = f"{uid}-{e.seq}"
-                if v5:
-                    user = decode_user_props(e.props) if e.props else []
-                    props = publish_properties(user, mid_text)
-                else:
-                    payload = wrap(mid_text, payload)
-            elif v5 and e.props:
-                props = publish_properties(decode_user_props(e.props))
+            payload, props = outgoing(e, uid, self.s)
             try:
                 info = c.publish(e.topic, payload, e.qos, e.retain, props)
             except (ValueError, TypeError) as exc:
@@ -524,9 +514,6 @@ class NetLoop:
                      self._name, back)
         self._close_paho()
 
-    def _window(self) -> int:
-        return self._poison.window(self.s.window, self._acks_on_conn)
-
     def _check_poison(self) -> None:
         """Called when a connection is lost: dead-letter a message the broker closes the
         connection on (see :mod:`.poison`), so it cannot block the rest."""
@@ -565,14 +552,17 @@ class NetLoop:
         self._connected = False
 
     def _on_publish(self, c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        self._settled(mid, f"broker:{rc}" if rc.is_failure else None)
+
+    def _settled(self, mid: int, refused: str | None = None) -> None:
+        """The broker acknowledged ``mid`` (or refused it with reason ``refused``)."""
         self._acks_on_conn += 1
         self._poison.acked()
         e = self._by_mid.pop(mid, None)
         if e is None:
             self._early.add(mid)
-            return
-        if rc.is_failure:
-            self._rejected.append((e, f"broker:{rc}"))
+        elif refused:
+            self._rejected.append((e, refused))
         else:
             self._acked.append(e)
 

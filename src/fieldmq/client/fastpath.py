@@ -1,4 +1,4 @@
-"""The receiving fast path: PUBLISH packets decoded here, acknowledgements written in bulk.
+"""The receiving fast path: PUBLISH and PUBACK packets handled here, acks written in bulk.
 
 paho builds a ``Properties`` object for every MQTT 5 PUBLISH it receives (a fifth of a
 receiving network thread's time) and writes each PUBACK with its own ``send()``. For
@@ -28,7 +28,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from .identity import ID_PROPERTY, unwrap
 from .message import Message
 
-__all__ = ["FastReceiver", "install"]
+__all__ = ["BufferedRecv", "FastAcks", "FastReceiver", "install"]
 
 log = logging.getLogger("fieldmq.client")
 
@@ -165,6 +165,7 @@ class FastReceiver:
         self._deliver = deliver
         self._acker = acker
         self._acks: list[bytes] = []
+        self.buffer: BufferedRecv | None = None  # set by install()
         self.fast = 0
         self.fallbacks = 0
 
@@ -203,6 +204,64 @@ class FastReceiver:
         return rest
 
 
+class FastAcks:
+    """Replaces one paho client's PUBACK handling for the common case, a success with no
+    properties (what a broker sends for all but refused messages): paho would build a
+    ``ReasonCode`` and a ``Properties`` object per acknowledgement. It keeps paho's own
+    bookkeeping (the message leaves ``_out_messages``, its info is marked published) and
+    calls ``acked(mid)``; anything else (a reason code, properties, PUBCOMP) goes to
+    paho's handler, which calls ``on_publish`` as before."""
+
+    def __init__(self, paho: mqtt.Client, acked: Callable[[int], None]) -> None:
+        self._paho = paho
+        self._fallback: Callable[[Any], Any] = paho._handle_pubackcomp
+        self._acked = acked
+
+    def __call__(self, cmd: str) -> Any:
+        paho = self._paho
+        data = paho._in_packet["packet"]
+        n = len(data)
+        if cmd != "PUBACK" or not (n == 2 or (n in (3, 4) and not any(data[2:]))):
+            return self._fallback(cmd)
+        mid = (data[0] << 8) | data[1]
+        with paho._out_message_mutex:
+            msg = paho._out_messages.pop(mid, None)
+            if msg is None:  # not ours to report (paho ignores it too)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if msg.qos > 0:
+                paho._inflight_messages -= 1
+        msg.info._set_as_published()
+        self._acked(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class BufferedRecv:
+    """Replaces one paho client's socket reads with reads from a 64 KB buffer: paho reads
+    a packet in three or more ``recv()`` calls (type, length, body), each a system call
+    that releases and retakes the GIL; a PUBACK is 4 bytes. :meth:`pending` tells the
+    network loop that bytes wait here, where ``poll`` cannot see them."""
+
+    def __init__(self, paho: mqtt.Client, size: int = 65536) -> None:
+        self._recv: Callable[[int], bytes] = paho._sock_recv
+        self._size = size
+        self._data = b""
+        self._pos = 0
+
+    def __call__(self, bufsize: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            data = self._recv(self._size)  # BlockingIOError, b"" at EOF: for paho
+            if not data:
+                return data
+            self._data, pos = data, 0
+        out = data[pos:pos + bufsize]
+        self._pos = pos + len(out)
+        return out
+
+    def pending(self) -> bool:
+        return self._pos < len(self._data)
+
+
 def ack_packets(acks: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
     """PUBACKs of the QoS 1 ``(mid, qos)`` acks as one buffer, and the rest (QoS 2),
     which paho's ``ack()`` must answer because it tracks their state."""
@@ -215,13 +274,21 @@ def install(
     v5: bool,
     deliver: Callable[[Message], None],
     acker: Callable[[int, int], Callable[[], None]] | None,
+    acked: Callable[[int], None] | None = None,
 ) -> FastReceiver | None:
-    """Put a :class:`FastReceiver` in front of ``paho``'s PUBLISH handling; None (paho
-    left as it is) when this paho lacks the internals it relies on."""
-    needed = ("_handle_publish", "_in_packet", "_packet_queue")
+    """Put a :class:`FastReceiver` in front of ``paho``'s PUBLISH handling and, given
+    ``acked``, :class:`FastAcks` in front of its PUBACK handling; None (paho left as it
+    is) when this paho lacks the internals they rely on. Reads then go through the
+    receiver's :class:`BufferedRecv`: the caller's loop must call ``loop_read()`` while
+    ``receiver.buffer.pending()``, since ``poll`` does not see those bytes."""
+    needed = ("_handle_publish", "_handle_pubackcomp", "_in_packet", "_packet_queue",
+              "_out_message_mutex", "_out_messages", "_inflight_messages", "_sock_recv")
     if not all(hasattr(paho, name) for name in needed):
         log.debug("paho %s: receiving fast path not available", mqtt.__name__)
         return None
     receiver = FastReceiver(paho, v5, deliver, acker)
     paho._handle_publish = receiver  # type: ignore[method-assign]
+    paho._sock_recv = receiver.buffer = BufferedRecv(paho)  # type: ignore[method-assign]
+    if acked is not None:
+        paho._handle_pubackcomp = FastAcks(paho, acked)  # type: ignore[method-assign]
     return receiver

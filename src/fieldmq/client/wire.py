@@ -16,10 +16,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
-from .identity import ID_PROPERTY, unwrap
+from .identity import ID_PROPERTY, unwrap, wrap
 from .message import Message
 
 if TYPE_CHECKING:
+    from ..store.base import Entry
     from .config import ConnectionSettings
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "decode_user_props",
     "make_paho",
     "new_props",
+    "outgoing",
     "poll_serve",
     "publish_properties",
     "send_disconnect",
@@ -194,3 +196,19 @@ def close_socket(c: mqtt.Client) -> None:
             sock.close()
     except OSError:  # pragma: no cover
         pass
+
+
+def outgoing(e: Entry, uid: str, s: ConnectionSettings) -> tuple[bytes, Properties | None]:
+    """The payload and MQTT 5 properties a stored message is sent with: its id
+    ``<uid>-<seq>`` as the ``fmq-id`` user property (MQTT 5) or in the envelope (3.1.1,
+    ``envelope=True``), and its own user properties."""
+    v5 = s.protocol == 5
+    if s.message_ids and (v5 or s.envelope):
+        mid_text = f"{uid}-{e.seq}"
+        if not v5:
+            return wrap(mid_text, e.payload), None
+        user = decode_user_props(e.props) if e.props else []
+        return e.payload, publish_properties(user, mid_text)
+    if v5 and e.props:
+        return e.payload, publish_properties(decode_user_props(e.props))
+    return e.payload, None

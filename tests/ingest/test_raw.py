@@ -176,28 +176,52 @@ def test_ingestor_without_detection_acks_raw_batches_only_after_commit(
         assert sink.query("select count(*) from readings").rows[0][0] == 5
 
 
-@pytest.mark.parametrize("detect", [None, "default"], ids=["engine", "python"])
-def test_duckdb_file_with_the_old_readings_key_still_takes_batches(
-    tmp_path: Path, detect: str | None
-) -> None:
-    """A DuckDB file created when ``readings`` had a primary key is written to as before,
-    and a replayed batch adds nothing (readings go in only with a new message)."""
-    import duckdb
+_OLD_READINGS = ("create table {t} (message_id varchar, device varchar, metric varchar, "
+                 "ts double precision, value double precision, primary key (message_id, metric))")
 
-    path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("create table readings (message_id varchar, device varchar, metric varchar, "
-                "ts double, value double, primary key (message_id, metric))")
-    con.close()
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+@pytest.mark.parametrize("detect", [None, "default"], ids=["engine", "python"])
+def test_a_store_with_the_old_readings_key_still_takes_batches(
+    tmp_path: Path, detect: str | None, kind: str
+) -> None:
+    """A DuckDB file or PostgreSQL schema created when ``readings`` had a primary key is
+    written to as before, and a replayed batch adds nothing (readings go in only with a
+    new message)."""
+    from fieldmq.ingest.sinks.base import open_sink
+
+    from .support import drop_schema, pg_schema_url
+
+    schema = None
+    if kind == "duckdb":
+        import duckdb
+
+        spec = f"duckdb:{tmp_path / 'old.duckdb'}"
+        con = duckdb.connect(str(tmp_path / "old.duckdb"))
+        con.execute(_OLD_READINGS.format(t="readings"))
+        con.close()
+    else:
+        import psycopg
+
+        from .support import PG_URL
+
+        spec, schema = pg_schema_url()
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            pg.execute(f"create schema {schema}")
+            pg.execute(_OLD_READINGS.format(t=f"{schema}.readings"))
     msgs = [FakeMessage(f"fleet/dev-{i % 3}/data/telemetry",
                         json.dumps({"ts": 1.7e9 + i, "temp": 20.5 + i, "rh": 40}).encode(),
                         f"m-{i}") for i in range(20)]
     config = IngestConfig(detect=None) if detect is None else IngestConfig()
-    with DuckDBSink(path) as sink:
-        ing = Ingestor(sink=sink, client=None, config=config)
-        first = ing.process(msgs)
-        again = ing.process(msgs)
-        rows = sink.query("select count(*), count(distinct message_id || metric) "
-                          "from readings").rows[0]
+    try:
+        with open_sink(spec) as sink:
+            ing = Ingestor(sink=sink, client=None, config=config)
+            first = ing.process(msgs)
+            again = ing.process(msgs)
+            rows = sink.query("select count(*), count(distinct message_id || metric) "
+                              "from readings").rows[0]
+    finally:
+        if schema is not None:
+            drop_schema(schema)
     assert (first.inserted, again.inserted, again.duplicates) == (20, 0, 20)
-    assert rows == (40, 40)
+    assert tuple(rows) == (40, 40)

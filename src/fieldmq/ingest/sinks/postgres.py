@@ -4,8 +4,11 @@
 Several ingest processes (a ``$share`` group) may write to one database at once: the
 primary keys decide which process stores a redelivered message, ``returning`` tells each
 process which messages it inserted, and only their readings are folded into ``rollups``
-(upserts in key order, so concurrent writers cannot deadlock). Tables live in one schema
-(default ``fieldmq``), created if missing.
+(upserts in key order, so concurrent writers cannot deadlock). ``readings`` has no key
+of its own: a process writes a message's readings only when its insert of the message
+won, in the same transaction (a second process blocks on the message's key until the
+first commits, then inserts nothing), so ``(message_id, metric)`` stays unique without an
+index to maintain. Tables live in one schema (default ``fieldmq``), created if missing.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ create table if not exists {s}.messages (
     ts double precision, received double precision, payload text);
 create table if not exists {s}.readings (
     message_id text, device text, metric text, ts double precision,
-    value double precision, primary key (message_id, metric));
+    value double precision);
 create table if not exists {s}.rejected (
     message_id text primary key, topic text, received double precision, reason text,
     payload text);

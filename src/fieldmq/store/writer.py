@@ -29,6 +29,9 @@ log = logging.getLogger("fieldmq.store")
 
 PRIORITIES = range(10, 0, -1)
 _handle_of = attrgetter("handle")
+# Messages moved to the backlog per SQLite transaction (each commit is an fsync); the
+# backlog stores them in rows of up to 2,000 (see backlog.BATCH).
+_SPILL_PASS = 8000
 _encode_pub = records.encode_pub
 _encode_gone = records.encode_gone
 
@@ -238,7 +241,7 @@ class Writer:
         return False
 
     def _maintain(self, closing: bool) -> None:
-        # Spill in passes of at most 2,000 rows until what should be spilled is.
+        # Spill in passes of at most _SPILL_PASS messages until what should be spilled is.
         for _ in range(100):
             before = self._spilled
             self._spill(closing)
@@ -263,13 +266,13 @@ class Writer:
             over = self._hot_bytes > self._hot_limit()
             for p in PRIORITIES:
                 if everything or over:  # the oldest, whatever their age
-                    batch += islice(self._hot[p], 2000 - len(batch))
+                    batch += islice(self._hot[p], _SPILL_PASS - len(batch))
                 else:
                     for e in self._hot[p]:
-                        if e.created > limit or len(batch) >= 2000:
+                        if e.created > limit or len(batch) >= _SPILL_PASS:
                             break
                         batch.append(e)
-                if len(batch) >= 2000:
+                if len(batch) >= _SPILL_PASS:
                     break
         if not batch:
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -22,11 +23,41 @@ class MosquittoNotFound(RuntimeError):
     """The ``mosquitto`` binary is not installed."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _source_port_range() -> tuple[int, int]:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """An ephemeral TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+
+    Taken below the kernel's range for outgoing connections' source ports, so a client
+    connecting meanwhile (a cluster node dialling its peers, say) cannot take it before the
+    server binds it; never the same port twice in one process."""
+    lo, _ = _source_port_range()
+    first = 10_000 if lo > 12_000 else 1_024
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(first, lo) if lo - first > 1_000 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
 
 
 def find_mosquitto() -> str:

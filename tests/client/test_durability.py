@@ -61,21 +61,28 @@ def _subscriber(broker: MosquittoBroker, flt: str, collector: Collector, name: s
     return sub
 
 
+@pytest.mark.parametrize("script,total,kill_after,per_line", [
+    (PUBLISHER, 300, 149, 1),  # publish(): a line per message
+    (BATCH_PUBLISHER, 40, 9, 50),  # publish_many(): a line per batch of 50
+], ids=["publish", "publish_many"])
 def test_sigkill_right_after_publish_loses_nothing(
-    mosquitto: MosquittoBroker, tmp_path: Path, topic: str, collector: Collector
+    mosquitto: MosquittoBroker, tmp_path: Path, topic: str, collector: Collector,
+    script: str, total: int, kill_after: int, per_line: int,
 ) -> None:
-    """Messages whose publish() returned survive SIGKILL and are delivered after a restart."""
+    """Messages whose publish() returned, and batches whose publish_many() returned
+    (plain pairs and mappings of mixed priorities), survive SIGKILL and are all delivered
+    after a restart on the same store."""
     store = tmp_path / "pub.db"
     mosquitto.stop()  # nothing can be delivered before the kill
     proc = subprocess.Popen(
-        [sys.executable, "-c", PUBLISHER, mosquitto.url, str(store), f"{topic}/k", "300"],
+        [sys.executable, "-c", script, mosquitto.url, str(store), f"{topic}/k", str(total)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
     last = -1
     for line in proc.stdout:
         last = int(line)
-        if last == 149:
+        if last == kill_after:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -87,44 +94,9 @@ def test_sigkill_right_after_publish_loses_nothing(
     try:
         with Client(client_id="restarted", brokers=[mosquitto.url], store=store) as pub:
             assert pub.drain(30)
-        want = set(range(last + 1))
+        want = set(range((last + 1) * per_line))
         assert collector.wait_for(
             lambda ms: want <= {int(m.payload) for m in ms if m.topic == f"{topic}/k"}
-        )
-    finally:
-        sub.close()
-
-
-def test_sigkill_right_after_publish_many_loses_nothing(
-    mosquitto: MosquittoBroker, tmp_path: Path, topic: str, collector: Collector
-) -> None:
-    """Batches whose publish_many() returned (plain pairs and mappings of mixed
-    priorities) survive SIGKILL and are all delivered after a restart."""
-    store = tmp_path / "batch.db"
-    mosquitto.stop()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BATCH_PUBLISHER, mosquitto.url, str(store), f"{topic}/b", "40"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    last = -1
-    for line in proc.stdout:
-        last = int(line)
-        if last == 9:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    proc.stdout.close()
-    assert proc.stdin is not None
-    proc.stdin.close()
-    mosquitto.start()
-    sub = _subscriber(mosquitto, f"{topic}/#", collector, "b-sub")
-    try:
-        with Client(client_id="restarted-b", brokers=[mosquitto.url], store=store) as pub:
-            assert pub.drain(30)
-        want = set(range((last + 1) * 50))
-        assert collector.wait_for(
-            lambda ms: want <= {int(m.payload) for m in ms if m.topic == f"{topic}/b"}
         )
     finally:
         sub.close()

@@ -191,3 +191,32 @@ def test_real_broker_messages_match_and_acks_are_received(
     assert again == []
     sub2.disconnect()
     sub2.loop(0.1)
+
+
+@pytest.mark.parametrize("inflight", [0, 20], ids=["unlimited", "paho-limit"])
+def test_successful_pubacks_take_the_fast_path_and_keep_paho_consistent(
+    mosquitto: MosquittoBroker, topic: str, inflight: int
+) -> None:
+    """Through a real mosquitto (no subscriber: it answers with reason 0x10): each QoS 1
+    PUBACK reaches ``acked``, not paho's on_publish, and paho marks the message published;
+    QoS 2 completions still go through on_publish. A paho with its own inflight limit (as
+    fieldmq never configures it) keeps its handler, which releases its queued messages."""
+    acked: list[int] = []
+    via_paho: list[int] = []
+    pub = _paho(f"fa-{inflight}-{topic.replace('/', '-')}")
+    pub.max_inflight_messages_set(inflight)
+    receiver = install(pub, True, lambda m: None, None, acked.append)
+    assert receiver is not None
+    pub.on_publish = lambda _c, _u, mid, _rc, _p: via_paho.append(mid)
+    pub.connect(mosquitto.host, mosquitto.port)
+    assert _loop_until(pub, pub.is_connected, receiver)
+    ones = [pub.publish(f"{topic}/a", b"x", qos=1) for _ in range(30)]
+    twos = [pub.publish(f"{topic}/b", b"y", qos=2) for _ in range(5)]
+    assert _loop_until(pub, lambda: len(acked) + len(via_paho) >= 35, receiver), (
+        len(acked), len(via_paho))
+    fast = sorted(i.mid for i in ones) if inflight == 0 else []
+    assert sorted(acked) == fast
+    assert sorted(via_paho) == sorted(i.mid for i in ones + twos if i.mid not in fast)
+    assert all(i.is_published() for i in ones + twos)
+    pub.disconnect()
+    pub.loop(0.1)

@@ -205,12 +205,13 @@ class FastReceiver:
 
 
 class FastAcks:
-    """Replaces one paho client's PUBACK handling for the common case, a success with no
-    properties (what a broker sends for all but refused messages): paho would build a
-    ``ReasonCode`` and a ``Properties`` object per acknowledgement. It keeps paho's own
-    bookkeeping (the message leaves ``_out_messages``, its info is marked published) and
-    calls ``acked(mid)``; anything else (a reason code, properties, PUBCOMP) goes to
-    paho's handler, which calls ``on_publish`` as before."""
+    """Replaces one paho client's PUBACK handling for the common case, a success (reason
+    code below 0x80) with no properties, what a broker sends for all but refused messages:
+    paho would build a ``ReasonCode`` and a ``Properties`` object per acknowledgement.
+    It keeps paho's own bookkeeping (the message leaves ``_out_messages``, its info is
+    marked published) and calls ``acked(mid)``; anything else (a failure, properties,
+    PUBCOMP, or a paho with its own inflight limit, which must release queued messages)
+    goes to paho's handler, which calls ``on_publish`` as before."""
 
     def __init__(self, paho: mqtt.Client, acked: Callable[[int], None]) -> None:
         self._paho = paho
@@ -221,7 +222,11 @@ class FastAcks:
         paho = self._paho
         data = paho._in_packet["packet"]
         n = len(data)
-        if cmd != "PUBACK" or not (n == 2 or (n in (3, 4) and not any(data[2:]))):
+        # success: no reason code, or one below 0x80 (0x10 "no matching subscribers" is
+        # what mosquitto says when nobody listens), and no properties
+        if cmd != "PUBACK" or paho._max_inflight_messages or not (
+            n == 2 or (n in (3, 4) and data[2] < 0x80 and (n == 3 or data[3] == 0))
+        ):
             return self._fallback(cmd)
         mid = (data[0] << 8) | data[1]
         with paho._out_message_mutex:
@@ -282,7 +287,8 @@ def install(
     receiver's :class:`BufferedRecv`: the caller's loop must call ``loop_read()`` while
     ``receiver.buffer.pending()``, since ``poll`` does not see those bytes."""
     needed = ("_handle_publish", "_handle_pubackcomp", "_in_packet", "_packet_queue",
-              "_out_message_mutex", "_out_messages", "_inflight_messages", "_sock_recv")
+              "_out_message_mutex", "_out_messages", "_inflight_messages", "_sock_recv",
+              "_max_inflight_messages")
     if not all(hasattr(paho, name) for name in needed):
         log.debug("paho %s: receiving fast path not available", mqtt.__name__)
         return None

@@ -264,17 +264,32 @@ def build_table(res: dict[str, Any]) -> list[list[str]]:
     if lat:
         rows.append(["publish() latency p50/p99/p999 (us)",
                      f"{lat['p50']:.1f}/{lat['p99']:.1f}/{lat['p999']:.1f}", "", "", "-"])
+    # the power-safety lag itself: per sync, from the oldest write it covered to the end of
+    # its fdatasync, as the store measures it (stats()["fsync_lag_ms"])
+    paced_rate = (g(res, "latency", "durable_lag_ms_paced") or {}).get("rate", "paced")
+    for key, label, target in (
+            ("fsync_lag_ms_full_speed", "flat out", True),
+            ("fsync_lag_ms_paced", f"{paced_rate}/s", True),
+            ("fsync_lag_ms_full_speed_thread", "flat out, fsync_helper=False", False),
+            ("fsync_lag_ms_paced_thread", f"{paced_rate}/s, fsync_helper=False", False)):
+        lag = g(res, "latency", key)
+        if lag:
+            rows.append([f"power-safety lag per sync p50/p99/max (ms), {label}",
+                         f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['max']:.1f}", "",
+                         "<= 10 ms" if target else "(info)",
+                         ok(lag["p99"] <= t["durable_lag_ms"]) if target else "-"])
+    # when a thread of the application learns it (GIL scheduling of that thread included)
     for key, label in (("durable_lag_ms_full_speed", "wait_durable, flat out"),
                        ("durable_lag_ms_paced", "wait_durable, paced"),
-                       ("durable_lag_ms_full_speed_polled", "passive, flat out"),
-                       ("durable_lag_ms_paced_polled", "passive, paced")):
+                       ("durable_lag_ms_full_speed_polled", "polling .durable, flat out"),
+                       ("durable_lag_ms_paced_polled", "polling .durable, paced")):
         lag = g(res, "latency", key)
         if lag:
             if "paced" in key:
                 label = label.replace("paced", f"{lag.get('rate', '?')}/s")
-            rows.append([f"power-safety lag p50/p99/p999 (ms), {label}",
+            rows.append([f"  seen by a waiting thread p50/p99/p999 (ms), {label}",
                          f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['p999']:.1f}", "",
-                         "<= 10 ms", ok(lag["p99"] <= t["durable_lag_ms"])])
+                         "(info)", "-"])
     v = g(res, "enqueue", "rss_queued_mb")
     cnt = g(res, "enqueue", "count")
     rows.append([f"RSS with {num(cnt)} queued (MB, VmRSS)", num(v, "{:.1f}"), "",

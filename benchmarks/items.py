@@ -324,7 +324,30 @@ def item_latency(a: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"publish_us": percentiles(lat, 1e6)}
 
         # 2. durability lag: a watcher thread calls wait_durable() on each handle in order
-        def lag_run(count: int, rate: float | None, every: int, poll: bool) -> dict[str, float]:
+        # (or polls handle.durable); each run on a fresh client and store, so that the
+        # lag the store measured itself (stats()["fsync_lag_ms"]: per sync, from the
+        # oldest write it covered to the end of the fdatasync) is this run's alone
+        def lag_run(count: int, rate: float | None, every: int, poll: bool,
+                    **kw: Any) -> dict[str, Any]:
+            ld, lstore = tmp_store("lag")
+            c = make_client(a["url"], lstore, client_id="bench-lag", **kw)
+            try:
+                if not c.wait_connected(10):
+                    raise RuntimeError("fieldmq did not connect")
+                hw = None
+                for _ in range(1000):
+                    hw = c.publish(TOPIC, PAYLOAD, qos=1)
+                finish(c, hw, timeout)
+                res = _lag_run(c, count, rate, every, poll)
+                res["disk"] = c.stats()["fsync_lag_ms"]
+                return res
+            finally:
+                c.close()
+                shutil.rmtree(ld, ignore_errors=True)
+
+        def _lag_run(c: Any, count: int, rate: float | None, every: int,
+                     poll: bool) -> dict[str, Any]:
+            publish = c.publish
             q: queue.SimpleQueue[tuple[Any, float] | None] = queue.SimpleQueue()
             lags: list[float] = []
             failures = [0]
@@ -343,7 +366,8 @@ def item_latency(a: dict[str, Any]) -> dict[str, Any]:
                     lags.append(perf() - t_ret)
 
             th = threading.Thread(target=watch, daemon=True)
-            th.start()
+            if every:
+                th.start()
             interval = 1.0 / rate if rate else 0.0
             t_next = perf()
             hh = None
@@ -353,12 +377,13 @@ def item_latency(a: dict[str, Any]) -> dict[str, Any]:
                     while (delay := t_next - perf()) > 0:
                         time.sleep(delay if delay > 0.0005 else 0)
                 hh = publish(TOPIC, PAYLOAD, qos=1)
-                if i % every == 0:
+                if every and i % every == 0:
                     q.put((hh, perf()))
             q.put(None)
-            th.join(timeout)
-            finish(client, hh, timeout)
-            res = percentiles(lags, 1e3)
+            if every:
+                th.join(timeout)
+            finish(c, hh, timeout)
+            res: dict[str, Any] = percentiles(lags, 1e3) if lags else {}
             res["timeouts"] = failures[0]
             res["sampled_every"] = every
             return res
@@ -370,6 +395,14 @@ def item_latency(a: dict[str, Any]) -> dict[str, Any]:
             out[f"durable_lag_ms_full_speed{tag}"] = lag_run(n, None, 10, poll)
             out[f"durable_lag_ms_paced{tag}"] = lag_run(n_paced, paced, 1, poll)
             out[f"durable_lag_ms_paced{tag}"]["rate"] = paced
+        # nobody watching: the lag as the store measures it, with the fsync helper
+        # process (the default) and with the in-process fsync thread (fsync_helper=False)
+        for helper in (True, False):
+            tag = "" if helper else "_thread"
+            out[f"fsync_lag_ms_full_speed{tag}"] = lag_run(
+                n, None, 0, False, fsync_helper=helper)["disk"]
+            out[f"fsync_lag_ms_paced{tag}"] = lag_run(
+                n_paced, paced, 0, False, fsync_helper=helper)["disk"]
         out["count"] = n
         client.close()
         return out

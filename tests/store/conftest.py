@@ -84,8 +84,10 @@ class Queues:
 
     def open(self, **kw: Any) -> DurableQueue:
         backend: SQLiteBackend | MemoryBackend
-        backend = SQLiteBackend(self.path) if self.kind == "sqlite" else MemoryBackend()
+        backend = SQLiteBackend(self.path) if self.kind != "memory" else MemoryBackend()
         kw.setdefault("clock", self.clock)
+        if self.kind == "sqlite-thread":
+            kw.setdefault("fsync_helper", False)
         q = DurableQueue(backend, **kw).open()
         self.opened.append(q)
         return q
@@ -95,9 +97,10 @@ class Queues:
             q.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-thread"])
 def queues(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Queues]:
-    """Queues over each backend (the contract suite runs against both)."""
+    """Queues over each backend (the contract suite runs against both; SQLite with the
+    fsync helper process and with the fsync thread)."""
     qs = Queues(request.param, tmp_path / "store.db", clock)
     try:
         yield qs

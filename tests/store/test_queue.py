@@ -288,7 +288,8 @@ def test_retry_list_expires_too(queues: Queues) -> None:
 
 
 STATS_KEYS = {"queued", "inflight", "queued_bytes", "published", "acked", "dropped",
-              "oldest_age", "durable_lag", "spilled", "recovered", "store_bytes", "store_error"}
+              "oldest_age", "durable_lag", "fsync_lag_ms", "fsync_helper", "spilled", "recovered",
+              "store_bytes", "store_error"}
 
 
 def test_stats_keys_and_values(queues: Queues) -> None:

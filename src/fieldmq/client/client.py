@@ -90,6 +90,7 @@ class Client:
         backoff: Backoff | None = None,
         durability: Durability = "batched",
         fsync_interval: float = 0.005,
+        fsync_helper: bool = True,
         persistent_session: bool = False,
         session_expiry: int = 86400,
         window: int = 1000,
@@ -136,6 +137,7 @@ class Client:
         self._clock = clock
         self._durability: Durability = durability
         self._fsync_interval = fsync_interval
+        self._fsync_helper = bool(fsync_helper)
         self._settings = ConnectionSettings(
             client_id=client_id,
             brokers=parsed,
@@ -178,6 +180,7 @@ class Client:
             max_bytes=self._limits.max_bytes,
             durability=self._durability,
             fsync_interval=self._fsync_interval,
+            fsync_helper=self._fsync_helper,
             name=client_id,
         ).open()
         if self._queue.corrupt_moved_to:

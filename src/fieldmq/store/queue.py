@@ -35,6 +35,7 @@ from . import records
 from .base import NO_EXPIRY, Entry
 from .eviction import Eviction
 from .handles import SpilledHandles
+from .synchelper import SyncHelper
 from .writer import PRIORITIES, Writer
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class DurableQueue(Writer, Eviction):
         rotate_bytes: int = 32 * 1024 * 1024,
         max_offline_credit: float = 30 * 86400.0,
         name: str = "store",
+        fsync_helper: bool = True,
     ) -> None:
         if durability not in ("batched", "sync", "process"):
             raise ValueError(
@@ -131,6 +133,12 @@ class DurableQueue(Writer, Eviction):
         self._sync_lock = threading.Lock()
         self._fsyncs = 0
         self._fsync_cost = 0.0  # recent fdatasync duration (see Writer._sync_loop)
+        self._fsync_helper = fsync_helper
+        self._helper: SyncHelper | None = None
+        self._gens: deque[tuple[int, int]] = deque()  # (sync needed, first seq): synchelper
+        self._gens_lock = threading.Lock()
+        self._gen_seen = -1
+        self._lags: deque[int] = deque(maxlen=1024)  # thread-mode sync lags (us)
         self._state = "new"
         self.on_ready: Callable[[], None] | None = None
 
@@ -168,11 +176,13 @@ class DurableQueue(Writer, Eviction):
             self._last_error = f"corrupt store moved aside to {rec.corrupt_moved_to}"
         self._last_clock_save = mono
         self._state = "open"
+        if self._fsync_helper:
+            self._start_helper()
         self._writer = threading.Thread(
             target=self._writer_loop, name=f"fieldmq-store-{self._name}", daemon=True
         )
         self._syncer = threading.Thread(
-            target=self._sync_loop, name=f"fieldmq-fsync-{self._name}", daemon=True
+            target=self._sync_main, name=f"fieldmq-fsync-{self._name}", daemon=True
         )
         self._writer.start()
         self._syncer.start()
@@ -185,6 +195,7 @@ class DurableQueue(Writer, Eviction):
                 self._state = "closed"
                 return
             self._state = "closing"
+        self._stop_helper()
         self._wake.set()
         self._urgent.set()
         if self._syncer is not None:
@@ -207,6 +218,10 @@ class DurableQueue(Writer, Eviction):
     def abandon(self) -> None:
         """In a forked child: drop every reference to the parent's files untouched."""
         self._state = "closed"
+        if self._helper is not None:
+            self._helper.abandon()
+            self._helper = None
+            self._gens.clear()
         abandon = getattr(self._backend, "abandon", None)
         if abandon is not None:
             abandon()
@@ -251,6 +266,8 @@ class DurableQueue(Writer, Eviction):
         """Bookkeeping once ``n`` new messages (``size`` bytes) are in the journal and the
         hot deques (caller holds the lock)."""
         self._next_seq += n
+        if self._helper is not None:
+            self._track_durable(self._next_seq - n)
         self._last_seq = self._next_seq - 1
         self._hot_bytes += size
         self._count += n
@@ -561,7 +578,9 @@ class DurableQueue(Writer, Eviction):
                 "acked": self._acked,
                 "dropped": dict(self._dropped),
                 "oldest_age": None if oldest is None else max(0.0, self.now() - oldest),
-                "durable_lag": self._last_seq - self._durable_seq,
+                "durable_lag": self._last_seq - self.durable_seq,
+                "fsync_lag_ms": self.fsync_lags(),
+                "fsync_helper": None if self._helper is None else self._helper.pid,
                 "spilled": self._spilled,
                 "recovered": self.recovered,
                 "store_bytes": self._backend.size_on_disk(),

@@ -405,6 +405,12 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise _translate(exc, "saving the clock", self.path) from exc
 
+    def journal_fd(self) -> tuple[int, int]:
+        """The open journal segment: (file descriptor, segment number)."""
+        if self._jfd is None:
+            raise RuntimeError("store is closed")
+        return self._jfd, self._jnum
+
     def journal_size(self) -> int:
         return self._jsize
 

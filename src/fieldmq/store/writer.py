@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from itertools import groupby, islice
 from operator import attrgetter
@@ -18,6 +19,7 @@ from ..errors import StoreError, StoreFull
 from . import records
 from .base import Entry
 from .handles import SpilledHandles
+from .synchelper import SyncHelper, behind, lag_summary
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend
@@ -77,6 +79,11 @@ class Writer:
     _disk_full: bool
     _online: bool
     _last_error: str | None
+    _helper: SyncHelper | None
+    _gens: deque[tuple[int, int]]
+    _gens_lock: threading.Lock
+    _gen_seen: int
+    _lags: deque[int]
 
     def now(self) -> float:
         raise NotImplementedError
@@ -84,17 +91,32 @@ class Writer:
     # -- durability ------------------------------------------------------------
     def wait_durable(self, seq: int, timeout: float | None) -> bool:
         """Block until message ``seq`` survives a power cut; False on timeout."""
-        if self.durability == "process" or self._durable_seq >= seq:
-            return self._durable_seq >= seq or self.durability == "process"
+        if self.durability == "process" or self.durable_seq >= seq:
+            return self.durable_seq >= seq or self.durability == "process"
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._durable_cond:
             self._sync_waiters += 1
-            self._urgent.set()
-            self._wake.set()
-            try:
-                return self._durable_cond.wait_for(
-                    lambda: self._durable_seq >= seq or self._state == "closed", timeout
-                ) and self._durable_seq >= seq
-            finally:
+        try:
+            while True:
+                helper = self._helper
+                if helper is not None:  # sync now, and answer when done
+                    helper.kick(helper.started(), time.monotonic_ns(), urgent=True)
+                else:
+                    self._urgent.set()
+                    self._wake.set()
+                left = None if deadline is None else deadline - time.monotonic()
+                # re-ask now and then: an answer may have gone to another waiter's turn
+                # or the helper may have died meanwhile
+                step = 0.5 if left is None else max(0.0, min(left, 0.5))
+                with self._durable_cond:
+                    if self._durable_cond.wait_for(
+                        lambda: self.durable_seq >= seq or self._state == "closed", step
+                    ):
+                        return self.durable_seq >= seq
+                if left is not None and left <= step:
+                    return self.durable_seq >= seq
+        finally:
+            with self._durable_cond:
                 self._sync_waiters -= 1
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -103,7 +125,87 @@ class Writer:
 
     @property
     def durable_seq(self) -> int:
+        """Every message up to this seq survives a power cut."""
+        if self._gens:
+            self._refresh_durable()
         return self._durable_seq
+
+    # -- the fsync helper process (synchelper.py) -------------------------------------
+    def _start_helper(self) -> None:
+        jfd = getattr(self._backend, "journal_fd", None)
+        if jfd is None or self.durability == "process":
+            return
+        fd, segment = jfd()
+        self._helper = SyncHelper.start(fd, segment, self._fsync_interval)
+
+    def _track_durable(self, first_seq: int) -> None:
+        """Writer side of the helper protocol, right after messages from ``first_seq``
+        were written to the journal and before ``_last_seq`` covers them (caller holds
+        the lock): the first write that sees a new ``STARTED`` value records which sync
+        it needs and kicks the helper."""
+        helper = self._helper
+        if helper is None:
+            return
+        gen = helper.started()
+        if gen != self._gen_seen:
+            self._gens.append(((gen + 1) & 0xFFFFFFFF, first_seq))
+            # if the kick cannot go now, the next write sends it
+            self._gen_seen = gen if helper.kick(gen, time.monotonic_ns()) else -1
+
+    def _refresh_durable(self) -> None:
+        helper = self._helper
+        with self._gens_lock:
+            last = self._last_seq  # read before the gens: see _track_durable
+            if helper is None:
+                return
+            done = helper.done()
+            gens = self._gens
+            while gens and not behind(done, gens[0][0]):
+                gens.popleft()
+            durable = gens[0][1] - 1 if gens else last
+            if durable > self._durable_seq:
+                self._durable_seq = durable
+
+    def _sync_main(self) -> None:
+        """The ``fieldmq-fsync-*`` thread: while a helper process syncs, wake waiters
+        when it answers; without one (or once it is gone) sync from here."""
+        helper = self._helper
+        if helper is not None:
+            while helper.wait_answer(1.0) and not helper.dead:
+                if self._sync_waiters:
+                    with self._durable_cond:
+                        self._durable_cond.notify_all()
+            self._helper_gone(helper)
+        self._sync_loop()
+
+    def _helper_gone(self, helper: SyncHelper) -> None:
+        """The helper exited (closing) or died: what it had not synced is this thread's
+        job now."""
+        with self._lock:
+            self._refresh_durable()
+            with self._gens_lock:
+                self._helper = None
+                self._gens.clear()
+            self._dirty = True
+            self._dirty_since = self._clock.monotonic()
+        if self._state == "open":
+            helper.stop(1.0)
+            log.warning("store %s: fsync helper process %d exited (code %s); syncing from "
+                        "a thread", self._name, helper.pid, helper.exit_code)
+        helper.release()
+        self._wake.set()
+
+    def _stop_helper(self) -> None:
+        helper = self._helper
+        if helper is not None:
+            helper.stop()
+
+    def fsync_lags(self) -> dict[str, float] | None:
+        """Power-safety lag of recent syncs: p50/p99/max in ms (see stats())."""
+        helper = self._helper
+        if helper is not None:
+            return lag_summary(helper.lags_us())
+        return lag_summary(list(self._lags))
 
     def _hot_limit(self) -> int:
         """Bytes of young messages kept in memory before they move to the backlog: online
@@ -127,7 +229,7 @@ class Writer:
     # ``fieldmq-fsync-*`` only syncs the journal (the power-safety lag), and
     # ``fieldmq-store-*`` spills, deletes, rotates and writes clock records.
 
-    def _sync_loop(self) -> None:
+    def _sync_loop(self) -> None:  # without a helper process
         # Each wake-up costs this thread a wait for the GIL (up to the interpreter's switch
         # interval while publishing threads are busy), so a cycle has just two: the timed
         # wait below and the return from fdatasync. No queue lock is taken on the way.
@@ -216,12 +318,14 @@ class Writer:
                 needed = self._needs_fsync()
         with self._sync_lock:  # _rotate moves _durable_seq too
             if needed and (self.durability != "process" or self._state != "open"):
+                since = self._dirty_since
                 t0 = self._clock.monotonic()
                 self._backend.sync()
                 self._fsyncs += 1
                 # what an fsync costs until it is marked (GIL wait included), decaying
-                took = self._clock.monotonic() - t0
-                self._fsync_cost = max(took, 0.8 * self._fsync_cost)
+                t1 = self._clock.monotonic()
+                self._fsync_cost = max(t1 - t0, 0.8 * self._fsync_cost)
+                self._lags.append(int(max(0.0, t1 - since) * 1e6))
             if target > self._durable_seq:
                 self._durable_seq = target
         if self._sync_waiters:
@@ -342,4 +446,12 @@ class Writer:
             )
             with self._sync_lock:
                 self._backend.rotate(header, b"".join(chunks))
+                helper = self._helper
+                if helper is not None:
+                    # syncs begun from now on must cover the new segment
+                    fd, segment = self._backend.journal_fd()  # type: ignore[union-attr]
+                    helper.switch(fd, segment)  # on failure the helper is killed
+                with self._gens_lock:
+                    self._gens.clear()
+                    self._gen_seen = -1
             self._durable_seq = max(self._durable_seq, self._last_seq)

@@ -1,0 +1,211 @@
+"""The fsync helper process: pure protocol arithmetic, then the real process under a
+real SQLite store (rotation, death of the helper, death of the client, Ctrl-C)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fieldmq.store.queue import DurableQueue
+from fieldmq.store.sqlite import SQLiteBackend
+from fieldmq.store.synchelper import behind, lag_summary, supported
+
+from .conftest import put, wait_for
+
+pytestmark = pytest.mark.skipif(not supported(), reason="the fsync helper needs Linux")
+
+
+# -- pure ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (0, 1, True), (1, 0, False), (5, 5, False), (0xFFFFFFFF, 0, True),
+        (0, 0xFFFFFFFF, False), (0xFFFFFFF0, 3, True), (3, 0xFFFFFFF0, False),
+    ],
+)
+def test_behind_is_serial_number_order(a: int, b: int, expected: bool) -> None:
+    """Sync counters are u32 and wrap: 0xFFFFFFFF comes before 0."""
+    assert behind(a, b) is expected
+
+
+def test_lag_summary() -> None:
+    """Percentiles in milliseconds from microsecond samples; None without samples."""
+    assert lag_summary([]) is None
+    s = lag_summary(list(range(1000, 101_000, 1000)))  # 1..100 ms
+    assert s == {"p50": 51.0, "p99": 100.0, "max": 100.0, "syncs": 100.0}
+
+
+# -- the process -----------------------------------------------------------------------
+
+
+def _open(path: Path, **kw: object) -> DurableQueue:
+    return DurableQueue(SQLiteBackend(path), **kw).open()  # type: ignore[arg-type]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _open_files(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_helper_makes_messages_durable_and_reports_lag(tmp_path: Path) -> None:
+    """By default a helper process syncs: waits return, the lag is measured per sync,
+    and closing the store ends the process."""
+    q = _open(tmp_path / "s.db")
+    try:
+        pid = q.stats()["fsync_helper"]
+        assert isinstance(pid, int) and _alive(pid)
+        handles = [put(q, b"%d" % i) for i in range(2000)]
+        assert handles[-1].wait_durable(10)
+        assert all(h.durable for h in handles)
+        assert q.flush(10)
+        s = q.stats()
+        assert s["durable_lag"] == 0
+        lag = s["fsync_lag_ms"]
+        assert lag is not None and lag["syncs"] >= 1
+        assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+    finally:
+        q.close()
+    assert not _alive(pid)
+
+
+def test_passive_durability_without_waiters(tmp_path: Path) -> None:
+    """Nobody waits: the group commit still happens on its own, within the interval."""
+    q = _open(tmp_path / "s.db", fsync_interval=0.002)
+    try:
+        h = put(q, b"x")
+        wait_for(lambda: h.durable, 10, "a passive sync")
+        h2 = put(q, b"y")  # a second cycle, after the helper went idle
+        wait_for(lambda: h2.durable, 10, "a second passive sync")
+    finally:
+        q.close()
+
+
+def test_sync_durability_with_helper(tmp_path: Path) -> None:
+    """durability='sync': every put returns durable, answered by the helper."""
+    q = _open(tmp_path / "s.db", durability="sync")
+    try:
+        assert isinstance(q.stats()["fsync_helper"], int)
+        for i in range(50):
+            assert put(q, b"%d" % i).durable
+    finally:
+        q.close()
+
+
+def test_helper_follows_journal_rotation(tmp_path: Path) -> None:
+    """After each rotation the helper holds the new segment open (and not the old one),
+    so its syncs cover what is written there."""
+    q = _open(tmp_path / "s.db", rotate_bytes=64 * 1024)
+    try:
+        pid = q.stats()["fsync_helper"]
+
+        def journal() -> str:
+            return next(p for p in _open_files(pid) if ".journal-" in p)
+
+        seen = [journal()]
+        for round_ in range(3):
+            for i in range(1500):  # about 100 KB of journal: past rotate_bytes
+                put(q, b"r%d-%d" % (round_, i) + b"." * 40)
+            wait_for(lambda: journal() != seen[-1], 10, "the helper to take the new segment")
+            seen.append(journal())
+            assert "(deleted)" not in seen[-1] and Path(seen[-1]).exists()
+            h = put(q, b"after rotation %d" % round_)
+            assert h.wait_durable(10)
+        assert len(set(seen)) == 4
+        assert q.stats()["fsync_helper"] == pid
+    finally:
+        q.close()
+
+
+def test_helper_killed_falls_back_to_thread_and_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL of the helper: the store syncs from its thread, waits still return, and
+    every message is there after reopening."""
+    q = _open(tmp_path / "s.db")
+    pid = q.stats()["fsync_helper"]
+    first = [put(q, b"a%d" % i) for i in range(500)]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: q.stats()["fsync_helper"] is None, 10, "the fallback to the thread")
+    later = [put(q, b"b%d" % i) for i in range(500)]
+    assert later[-1].wait_durable(10)
+    assert all(h.durable for h in first + later)
+    assert q.stats()["fsync_lag_ms"] is not None
+    q.close()
+    q2 = _open(tmp_path / "s.db")
+    try:
+        assert q2.pending_count() == 1000
+    finally:
+        q2.close()
+
+
+def test_helper_ignores_ctrl_c(tmp_path: Path) -> None:
+    """SIGINT to the process group (Ctrl-C) is the client's to handle: the helper stays."""
+    q = _open(tmp_path / "s.db")
+    try:
+        pid = q.stats()["fsync_helper"]
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        h = put(q, b"x")
+        assert h.wait_durable(10)
+        assert q.stats()["fsync_helper"] == pid and _alive(pid)
+    finally:
+        q.close()
+
+
+def test_helper_exits_when_its_client_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed client leaves no helper behind."""
+    body = textwrap.dedent("""
+        import sys, time
+        from fieldmq.store.queue import DurableQueue
+        from fieldmq.store.sqlite import SQLiteBackend
+        q = DurableQueue(SQLiteBackend(sys.argv[1])).open()
+        print(q.stats()["fsync_helper"], flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", body, str(tmp_path / "s.db")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert _alive(pid)
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not _alive(pid), 10, "the orphaned helper to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_fsync_helper_false_uses_the_thread(tmp_path: Path) -> None:
+    """fsync_helper=False: no process, the thread syncs and measures its lag."""
+    q = _open(tmp_path / "s.db", fsync_helper=False)
+    try:
+        assert q.stats()["fsync_helper"] is None
+        h = put(q, b"x")
+        assert h.wait_durable(10)
+        lag = q.stats()["fsync_lag_ms"]
+        assert lag is not None and lag["syncs"] >= 1
+    finally:
+        q.close()

@@ -209,3 +209,4 @@ def test_fsync_helper_false_uses_the_thread(tmp_path: Path) -> None:
         assert lag is not None and lag["syncs"] >= 1
     finally:
         q.close()
+

@@ -149,6 +149,8 @@ class Writer:
         gen = helper.started()
         if gen != self._gen_seen:
             self._gens.append(((gen + 1) & 0xFFFFFFFF, first_seq))
+            if len(self._gens) > 64:  # nobody asked lately: forget what is synced
+                self._refresh_durable()
             # if the kick cannot go now, the next write sends it
             self._gen_seen = gen if helper.kick(gen, time.monotonic_ns()) else -1
 

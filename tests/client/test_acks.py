@@ -73,3 +73,48 @@ def test_after_callback_acks_once_the_callback_returned(mosquitto: MosquittoBrok
         _publish(mosquitto, f"{topic}/m", 30)
         assert wait_until(lambda: len(seen) >= 30)
     assert sorted(int(m.payload) for m in seen) == list(range(30))
+
+
+def test_a_clean_close_delivers_the_last_acks(mosquitto: MosquittoBroker, topic: str) -> None:
+    """close() while the broker is still sending: the acknowledgements written just before
+    the DISCONNECT reach the broker. (Closing a socket with unread bytes sends a TCP
+    reset, and mosquitto then dropped the acks it had not read: those messages came back
+    to the persistent session as redeliveries.)"""
+    import threading
+
+    url = mosquitto.url
+    stop = threading.Event()
+
+    def noise() -> None:  # QoS 0 traffic, so the subscriber always has unread bytes
+        with Client(client_id="close-noise", brokers=[url]) as n:
+            while not stop.is_set():
+                n.publish(f"{topic}/noise", b"." * 200, qos=0)
+                stop.wait(0.0002)
+
+    redelivered = 0
+    try:
+        for round_ in range(5):
+            got = Collector()
+            stop.clear()
+            with Client(client_id="close-acks", brokers=[url], persistent_session=True,
+                        ack="after_callback") as sub:
+                sub.subscribe(f"{topic}/#", got, timeout=10)
+                th = threading.Thread(target=noise, daemon=True)
+                th.start()
+                assert got.wait_for(lambda ms: any(m.topic.endswith("noise") for m in ms))
+                _publish(mosquitto, f"{topic}/data/{round_}", 50)
+                assert got.wait_for(
+                    lambda ms: sum(1 for m in ms if "/data/" in m.topic) >= 50)
+                # closed here: the last acks leave with the close, noise still arriving
+            stop.set()
+            th.join(10)
+            again = Collector()
+            with Client(client_id="close-acks", brokers=[url], persistent_session=True) as s:
+                s.subscribe(f"{topic}/#", again, timeout=10)  # what the session had
+                with Client(client_id="close-marker", brokers=[url]) as pub:
+                    pub.publish(f"{topic}/marker", b"m").wait(10)
+                assert again.wait_for(lambda ms: any(m.topic.endswith("marker") for m in ms))
+                redelivered += sum(1 for m in again.messages if "/data/" in m.topic)
+    finally:
+        stop.set()
+    assert redelivered == 0

@@ -176,16 +176,38 @@ def to_message(msg: mqtt.MQTTMessage, acker: Callable[[], None] | None) -> Messa
                    acker, bool(msg.dup))
 
 
+_DISCONNECT = b"\xe0\x00"  # MQTT 3.1.1 and 5 (remaining length 0: reason 0, normal)
+
+
 def send_disconnect(c: mqtt.Client, name: str) -> None:
-    """A clean DISCONNECT, written out within a second (best effort on the way out)."""
+    """A clean DISCONNECT (best effort on the way out, within a second): paho's pending
+    output (acknowledgements) first, then DISCONNECT, then a half-close and reading
+    until the broker closes its side. Closing a socket that still has unread bytes sends
+    a TCP reset, and a broker may drop what it had not read yet, such as the last
+    PUBACKs, whose messages it would then deliver again. (paho's own ``disconnect()``
+    closes the socket as soon as DISCONNECT is written.)"""
+    log = logging.getLogger("fieldmq.client")
     try:
-        c.disconnect()
         sock = c.socket()
         deadline = time.monotonic() + 1.0
         while sock is not None and c.want_write() and time.monotonic() < deadline:
             c.loop_write()
+        if sock is None or c.want_write() or not isinstance(sock, socket.socket):
+            c.disconnect()  # paho's way
+            return
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        sock.sendall(_DISCONNECT)
+        sock.shutdown(socket.SHUT_WR)  # (an SSLSocket drops its TLS layer here)
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([sock], [], [], left)[0]:
+                break
+            try:
+                if not sock.recv(65536):
+                    break  # the broker closed: everything before was read
+            except (BlockingIOError, InterruptedError):
+                continue
     except Exception as exc:  # pragma: no cover - best effort on the way out
-        logging.getLogger("fieldmq.client").debug("%s: DISCONNECT failed: %s", name, exc)
+        log.debug("%s: DISCONNECT failed: %s", name, exc)
 
 
 def close_socket(c: mqtt.Client) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldmq.store.fsyncd import start_delay_ns
 from fieldmq.store.queue import DurableQueue
 from fieldmq.store.sqlite import SQLiteBackend
 from fieldmq.store.synchelper import behind, lag_summary, supported
@@ -41,6 +42,18 @@ def test_lag_summary() -> None:
     assert lag_summary([]) is None
     s = lag_summary(list(range(1000, 101_000, 1000)))  # 1..100 ms
     assert s == {"p50": 51.0, "p99": 100.0, "max": 100.0, "syncs": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("interval", "cost", "expected_ms"),
+    [(0.005, 0.0, 4.0), (0.005, 0.001, 4.0), (0.005, 0.004, 2.0), (0.005, 0.006, 0.0),
+     (0.1, 0.002, 80.0)],
+)
+def test_sync_start_policy(interval: float, cost: float, expected_ms: float) -> None:
+    """A sync starts at 0.8 interval after the oldest write it covers, earlier when
+    recent syncs were slow (aiming at the end within twice the interval), never before
+    the write."""
+    assert start_delay_ns(interval, cost) == pytest.approx(expected_ms * 1e6, abs=1)
 
 
 # -- the process -----------------------------------------------------------------------

@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     sock.send(b"R")
     monotonic_ns = time.monotonic_ns
     while True:
-        due = oldest + _delay_ns(interval, cost)
+        due = oldest + start_delay_ns(interval, cost)
         # 1. wait for a kick, or until the pending sync is due
         if oldest == 0:
             timeout: float | None = 1.0
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
             elif op == b"Q":
                 return 0
         # 3. sync when due
-        due = oldest + _delay_ns(interval, cost)
+        due = oldest + start_delay_ns(interval, cost)
         if oldest and (urgent or monotonic_ns() >= due):
             started = (started + 1) & MASK
             words[STARTED] = started  # before the call: writes seen before it are covered
@@ -142,7 +142,7 @@ def main(argv: list[str]) -> int:
             return 0  # orphaned (the client died while a forked child kept the socket)
 
 
-def _delay_ns(interval: float, cost: float) -> int:
+def start_delay_ns(interval: float, cost: float) -> int:
     """When to start a sync after the oldest write it will cover: at 0.8 ``interval``
     (the policy aims at the sync *ending* within twice ``interval``: this leaves room for
     a slow ``fdatasync`` or a late wake-up on a busy CPU), earlier when syncs are slow.

@@ -23,7 +23,8 @@ Protocol (see ``synchelper.py`` for the client side):
   ``F`` a new journal segment (u32 its number, the fd attached; answered through
   ``SEGMENT``), ``Q`` quit. Helper to client: ``R`` ready, ``D`` a sync ended.
   End of file on the socket means the client is gone: the helper exits. Exit code 3:
-  ``fdatasync`` failed (the client's own sync then reports the error).
+  ``fdatasync`` failed (the client then rewrites the journal from memory into a new
+  segment: Linux may have dropped the pages that failed); 4: a segment without its fd.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import sys
 import time
 
 STARTED, DONE, SEGMENT, SYNCS = 0, 1, 2, 3
+EXIT_SYNC_FAILED = 3  # fdatasync failed: the journal may have lost pages (see writer.py)
+EXIT_NO_FD = 4  # a new segment came without its descriptor
 HEADER_WORDS = 8
 RING = 1024
 SHM_BYTES = 4 * (HEADER_WORDS + RING)
@@ -58,6 +61,7 @@ def main(argv: list[str]) -> int:
     # whole group must not end the helper before the client closed the journal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    jfd = _own(jfd)
     sock = socket.socket(fileno=sock_fd)
     shm = mmap.mmap(shm_fd, SHM_BYTES)
     os.close(shm_fd)
@@ -110,11 +114,12 @@ def main(argv: list[str]) -> int:
                 if op == b"U":
                     urgent = reply = True
             elif op == b"F":
-                if fds:
-                    os.close(jfd)
-                    jfd = fds[0]
-                    for extra in fds[1:]:
-                        os.close(extra)
+                if not fds:
+                    return EXIT_NO_FD  # never sync the old segment as if it were the new
+                os.close(jfd)
+                jfd = _own(fds[0])
+                for extra in fds[1:]:
+                    os.close(extra)
                 words[SEGMENT] = gen
             elif op == b"Q":
                 return 0
@@ -128,7 +133,7 @@ def main(argv: list[str]) -> int:
             try:
                 os.fdatasync(jfd)
             except OSError:
-                return 3  # the client sees the socket close, syncs by itself, and reports
+                return EXIT_SYNC_FAILED  # the client rewrites the journal, then syncs itself
             last_end = monotonic_ns()
             words[DONE] = started
             cost = max((last_end - t0) / 1e9, 0.8 * cost)
@@ -140,6 +145,19 @@ def main(argv: list[str]) -> int:
                 _send(sock, b"D")
         elif oldest == 0 and os.getppid() != parent:
             return 0  # orphaned (the client died while a forked child kept the socket)
+
+
+def _own(fd: int) -> int:
+    """A file description of our own for the journal behind ``fd`` (closed). Linux
+    reports a failed writeback once per open file description: on the client's own,
+    the error would reach whichever process synced first and the other would see a
+    clean success. Keeps ``fd`` when /proc is not there."""
+    try:
+        mine = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return fd
+    os.close(fd)
+    return mine
 
 
 def start_delay_ns(interval: float, cost: float) -> int:

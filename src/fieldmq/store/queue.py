@@ -35,7 +35,6 @@ from . import records
 from .base import NO_EXPIRY, Entry
 from .eviction import Eviction
 from .handles import SpilledHandles
-from .synchelper import SyncHelper
 from .writer import PRIORITIES, Writer
 
 if TYPE_CHECKING:
@@ -92,9 +91,6 @@ class DurableQueue(Writer, Eviction):
         self._name = name
 
         self._lock = threading.Lock()
-        self._durable_cond = threading.Condition(threading.Lock())
-        self._wake = threading.Event()
-        self._urgent = threading.Event()
         self._hot: list[deque[Entry]] = [deque() for _ in range(11)]
         self._hot_bytes = 0
         self._cold_count = [0] * 11
@@ -112,10 +108,6 @@ class DurableQueue(Writer, Eviction):
         self._dropped: Counter[str] = Counter()
         self._next_seq = 1
         self._last_seq = 0
-        self._durable_seq = 0
-        self._dirty = False
-        self._dirty_since = 0.0
-        self._sync_waiters = 0
         self._store_base = 0.0
         self._mono0 = 0.0
         self._last_clock_save = 0.0
@@ -130,15 +122,7 @@ class DurableQueue(Writer, Eviction):
         self._syncer: threading.Thread | None = None
         self._maint_wake = threading.Event()
         self._room = threading.Condition(self._lock)
-        self._sync_lock = threading.Lock()
-        self._fsyncs = 0
-        self._fsync_cost = 0.0  # recent fdatasync duration (see Writer._sync_loop)
-        self._fsync_helper = fsync_helper
-        self._helper: SyncHelper | None = None
-        self._gens: deque[tuple[int, int]] = deque()  # (sync needed, first seq): synchelper
-        self._gens_lock = threading.Lock()
-        self._gen_seen = -1
-        self._lags: deque[int] = deque(maxlen=1024)  # thread-mode sync lags (us)
+        self._init_durability(fsync_helper)
         self._state = "new"
         self.on_ready: Callable[[], None] | None = None
 
@@ -203,6 +187,8 @@ class DurableQueue(Writer, Eviction):
         self._maint_wake.set()
         if self._writer is not None:
             self._writer.join()
+        for helper in self._retired:
+            helper.release()
         try:
             self._flush_pending()
             now = self.now()
@@ -218,10 +204,11 @@ class DurableQueue(Writer, Eviction):
     def abandon(self) -> None:
         """In a forked child: drop every reference to the parent's files untouched."""
         self._state = "closed"
-        if self._helper is not None:
-            self._helper.abandon()
-            self._helper = None
-            self._gens.clear()
+        for helper in [self._helper, *self._retired]:
+            if helper is not None:
+                helper.abandon()
+        self._helper = None
+        self._gens.clear()
         abandon = getattr(self._backend, "abandon", None)
         if abandon is not None:
             abandon()

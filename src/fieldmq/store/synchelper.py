@@ -17,6 +17,15 @@ write, so the helper knows a sync is wanted and how old the oldest unsynced writ
 is. One kick per sync cycle at most: a ``send()`` every few milliseconds, not one
 per message.
 
+Ordering across the two processes: "write, then read ``STARTED``" in the client
+against "store ``STARTED``, then ``fdatasync``" in the helper is a store-then-load
+pattern that neither x86 nor ARM orders without a full barrier, which Python cannot
+issue. It holds because ``write()`` and the writeback that ``fdatasync`` starts take
+the same kernel locks on the page (the page lock, and the page cache's lock when a page
+first becomes dirty): if the sync missed the write, the write's lock section came after
+the sync's, and the client's read that follows it sees the helper's earlier store.
+Counters are aligned u32 values, read and written whole on every platform.
+
 Linux only (``memfd_create``, ``SOCK_SEQPACKET`` and descriptor passing); elsewhere,
 or when the helper cannot start or dies, the store's own fsync thread does the work
 (``fsync_helper=False`` asks for that).
@@ -52,7 +61,9 @@ def supported() -> bool:
         and hasattr(os, "memfd_create")
         and hasattr(socket, "SOCK_SEQPACKET")
         and hasattr(socket.socket, "sendmsg")
-        and bool(sys.executable)
+        # a frozen or embedded application's executable is the application itself
+        and not getattr(sys, "frozen", False)
+        and os.path.basename(sys.executable or "").lower().startswith(("python", "pypy"))
     )
 
 
@@ -180,9 +191,14 @@ class SyncHelper:
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the helper to exit and reap it (killed if it does not go in time)."""
+        """Ask the helper to exit and reap it (killed if it does not go in time).
+        Safe to call again."""
         try:
             self._sock.send(_FRAME.pack(b"Q", 0, 0), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        try:  # end of file reaches it even when the frame did not fit
+            self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         try:
@@ -198,9 +214,10 @@ class SyncHelper:
             pass
 
     def release(self) -> None:
-        """Close our socket (after ``stop()``, once no thread reads it). The shared
-        memory stays mapped until this object is gone: other threads may still read
-        the counters, which keep their last values."""
+        """Close our socket (after ``stop()``, once no other thread can be sending on
+        it: the store does this when it closes). The shared memory stays mapped until
+        this object is gone: other threads may still read the counters, which keep
+        their last values."""
         self._sock.close()
 
     def abandon(self) -> None:

@@ -1,14 +1,13 @@
 """The store's writer thread, a part of :class:`~fieldmq.store.queue.DurableQueue`:
-group ``fsync`` of the journal (and the waits for it), spilling messages that wait
-into the SQLite backlog, deleting acknowledged rows, writing dead letters, clock
-records and journal rotation. The queue's bookkeeping stays in ``queue.py``; this
-mixin only declares the state it shares with it."""
+spilling messages that wait into the SQLite backlog, deleting acknowledged rows,
+writing dead letters, clock records and journal rotation. How the journal becomes
+power-safe is in ``durability.py``; the queue's bookkeeping stays in ``queue.py``;
+this mixin only declares the state it shares with them."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from itertools import groupby, islice
 from operator import attrgetter
@@ -18,8 +17,8 @@ from ..clock import Clock
 from ..errors import StoreError, StoreFull
 from . import records
 from .base import Entry
+from .durability import Durability
 from .handles import SpilledHandles
-from .synchelper import SyncHelper, behind, lag_summary
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend
@@ -38,8 +37,8 @@ _encode_pub = records.encode_pub
 _encode_gone = records.encode_gone
 
 
-class Writer:
-    """The writer-thread half of ``DurableQueue`` (state is created by its ``__init__``)."""
+class Writer(Durability):
+    """The writer-thread part of ``DurableQueue`` (state is created by its ``__init__``)."""
 
     _backend: SQLiteBackend | MemoryBackend
     _clock: Clock
@@ -48,15 +47,9 @@ class Writer:
     durability: str
     uid: str
     _lock: threading.Lock
-    _durable_cond: threading.Condition
-    _wake: threading.Event
-    _urgent: threading.Event
     _maint_wake: threading.Event
     _room: threading.Condition
-    _sync_lock: threading.Lock
-    _fsyncs: int
     _fsync_interval: float
-    _fsync_cost: float
     _spill_after: float
     _hot_max_bytes: int
     _rotate_bytes: int
@@ -70,144 +63,14 @@ class Writer:
     _pending_dead: list[tuple[Entry, str]]
     _next_seq: int
     _last_seq: int
-    _durable_seq: int
-    _dirty: bool
-    _dirty_since: float
-    _sync_waiters: int
     _last_clock_save: float
     _spilled: int
     _disk_full: bool
     _online: bool
     _last_error: str | None
-    _helper: SyncHelper | None
-    _gens: deque[tuple[int, int]]
-    _gens_lock: threading.Lock
-    _gen_seen: int
-    _lags: deque[int]
 
     def now(self) -> float:
         raise NotImplementedError
-
-    # -- durability ------------------------------------------------------------
-    def wait_durable(self, seq: int, timeout: float | None) -> bool:
-        """Block until message ``seq`` survives a power cut; False on timeout."""
-        if self.durability == "process" or self.durable_seq >= seq:
-            return self.durable_seq >= seq or self.durability == "process"
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._durable_cond:
-            self._sync_waiters += 1
-        try:
-            while True:
-                helper = self._helper
-                if helper is not None:  # sync now, and answer when done
-                    helper.kick(helper.started(), time.monotonic_ns(), urgent=True)
-                else:
-                    self._urgent.set()
-                    self._wake.set()
-                left = None if deadline is None else deadline - time.monotonic()
-                # re-ask now and then: an answer may have gone to another waiter's turn
-                # or the helper may have died meanwhile
-                step = 0.5 if left is None else max(0.0, min(left, 0.5))
-                with self._durable_cond:
-                    if self._durable_cond.wait_for(
-                        lambda: self.durable_seq >= seq or self._state == "closed", step
-                    ):
-                        return self.durable_seq >= seq
-                if left is not None and left <= step:
-                    return self.durable_seq >= seq
-        finally:
-            with self._durable_cond:
-                self._sync_waiters -= 1
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything accepted so far is on disk (fsync'd)."""
-        return self.wait_durable(self._last_seq, timeout)
-
-    @property
-    def durable_seq(self) -> int:
-        """Every message up to this seq survives a power cut."""
-        if self._gens:
-            self._refresh_durable()
-        return self._durable_seq
-
-    # -- the fsync helper process (synchelper.py) -------------------------------------
-    def _start_helper(self) -> None:
-        jfd = getattr(self._backend, "journal_fd", None)
-        if jfd is None or self.durability == "process":
-            return
-        fd, segment = jfd()
-        self._helper = SyncHelper.start(fd, segment, self._fsync_interval)
-
-    def _track_durable(self, first_seq: int) -> None:
-        """Writer side of the helper protocol, right after messages from ``first_seq``
-        were written to the journal and before ``_last_seq`` covers them (caller holds
-        the lock): the first write that sees a new ``STARTED`` value records which sync
-        it needs and kicks the helper."""
-        helper = self._helper
-        if helper is None:
-            return
-        gen = helper.started()
-        if gen != self._gen_seen:
-            self._gens.append(((gen + 1) & 0xFFFFFFFF, first_seq))
-            if len(self._gens) > 64:  # nobody asked lately: forget what is synced
-                self._refresh_durable()
-            # if the kick cannot go now, the next write sends it
-            self._gen_seen = gen if helper.kick(gen, time.monotonic_ns()) else -1
-
-    def _refresh_durable(self) -> None:
-        helper = self._helper
-        with self._gens_lock:
-            last = self._last_seq  # read before the gens: see _track_durable
-            if helper is None:
-                return
-            done = helper.done()
-            gens = self._gens
-            while gens and not behind(done, gens[0][0]):
-                gens.popleft()
-            durable = gens[0][1] - 1 if gens else last
-            if durable > self._durable_seq:
-                self._durable_seq = durable
-
-    def _sync_main(self) -> None:
-        """The ``fieldmq-fsync-*`` thread: while a helper process syncs, wake waiters
-        when it answers; without one (or once it is gone) sync from here."""
-        helper = self._helper
-        if helper is not None:
-            while helper.wait_answer(1.0) and not helper.dead:
-                if self._sync_waiters:
-                    with self._durable_cond:
-                        self._durable_cond.notify_all()
-            self._helper_gone(helper)
-        self._sync_loop()
-
-    def _helper_gone(self, helper: SyncHelper) -> None:
-        """The helper exited (closing) or died: what it had not synced is this thread's
-        job now."""
-        with self._lock:
-            self._refresh_durable()
-            with self._gens_lock:
-                self._helper = None
-                self._gens.clear()
-            self._dirty = True
-            self._dirty_since = self._clock.monotonic()
-        if self._state == "open":
-            helper.stop(1.0)
-            log.warning("store %s: fsync helper process %d exited (code %s); syncing from "
-                        "a thread", self._name, helper.pid, helper.exit_code)
-        helper.release()
-        self._wake.set()
-
-    def _stop_helper(self) -> None:
-        helper = self._helper
-        if helper is not None:
-            helper.stop()
-
-    def fsync_lags(self) -> dict[str, float] | None:
-        """Power-safety lag of recent syncs: p50/p99/max in ms (see stats())."""
-        helper = self._helper
-        if helper is not None:
-            return lag_summary(helper.lags_us())
-        return lag_summary(list(self._lags))
 
     def _hot_limit(self) -> int:
         """Bytes of young messages kept in memory before they move to the backlog: online
@@ -226,41 +89,8 @@ class Writer:
             lambda: self._hot_bytes <= self._hot_limit() or self._state != "open"
             or self._disk_full, 5.0)
 
-    # -- threads -----------------------------------------------------------------------
-    # Two threads, so that fsync latency never waits behind maintenance work:
-    # ``fieldmq-fsync-*`` only syncs the journal (the power-safety lag), and
-    # ``fieldmq-store-*`` spills, deletes, rotates and writes clock records.
-
-    def _sync_loop(self) -> None:  # without a helper process
-        # Each wake-up costs this thread a wait for the GIL (up to the interpreter's switch
-        # interval while publishing threads are busy), so a cycle has just two: the timed
-        # wait below and the return from fdatasync. No queue lock is taken on the way.
-        while True:
-            if not self._dirty:
-                self._wake.wait(0.2)
-            self._wake.clear()
-            closing = self._state != "open"
-            if self._dirty and not closing and self._sync_waiters == 0:
-                # Aim at the fsync *ending* within twice the interval of the oldest unsynced
-                # write: on a slow disk (or a busy interpreter) start it earlier.
-                start = min(self._fsync_interval, 2 * self._fsync_interval - self._fsync_cost)
-                delay = self._dirty_since + start - self._clock.monotonic()
-                if delay > 0:
-                    self._urgent.wait(delay)
-            self._urgent.clear()
-            try:
-                self._sync()
-            except StoreError as exc:
-                self._last_error = str(exc)
-                log.error("store %s: %s", self._name, exc)
-                if not closing:
-                    self._urgent.wait(1.0)
-            except Exception:  # pragma: no cover - never let the thread die silently
-                log.exception("store %s: fsync failed", self._name)
-                self._urgent.wait(1.0)
-            if closing:
-                self._maint_wake.set()
-                break
+    # -- the writer thread ``fieldmq-store-*``: spills, deletes, rotates, clock records
+    # (the journal's fsync is durability.py's: it never waits behind this work)
 
     def _writer_loop(self) -> None:
         while True:
@@ -292,60 +122,6 @@ class Writer:
         if self._last_error and not self._last_error.startswith("corrupt"):
             self._last_error = None
 
-    def _needs_fsync(self) -> bool:
-        """Is any message accepted since the last fsync still only in the journal?
-        When all of them were acknowledged (or dropped) already, there is nothing left to
-        make power-safe: skipping the fsync spares the SD card at low rates, where each
-        fsync would rewrite a whole 4 KB page for one message (caller holds the lock)."""
-        durable = self._durable_seq
-        for hot in self._hot:
-            if hot and hot[-1].seq > durable:
-                return True
-        for e in self._retry:
-            if e.seq > durable and not e.in_db:
-                return True
-        return any(e.seq > durable and not e.in_db for e in self._inflight.values())
-
-    def _sync(self) -> None:
-        # Lock-free on purpose (the GIL orders these steps): clear the flag *before*
-        # reading the target, so a message accepted meanwhile either is covered by the
-        # target or sets the flag again for the next round.
-        if not self._dirty:
-            return
-        self._dirty = False
-        target = self._last_seq
-        needed = self._state != "open" or self._young_unsynced()
-        if not needed:
-            with self._lock:
-                needed = self._needs_fsync()
-        with self._sync_lock:  # _rotate moves _durable_seq too
-            if needed and (self.durability != "process" or self._state != "open"):
-                since = self._dirty_since
-                t0 = self._clock.monotonic()
-                self._backend.sync()
-                self._fsyncs += 1
-                # what an fsync costs until it is marked (GIL wait included), decaying
-                t1 = self._clock.monotonic()
-                self._fsync_cost = max(t1 - t0, 0.8 * self._fsync_cost)
-                self._lags.append(int(max(0.0, t1 - since) * 1e6))
-            if target > self._durable_seq:
-                self._durable_seq = target
-        if self._sync_waiters:
-            with self._durable_cond:
-                self._durable_cond.notify_all()
-
-    def _young_unsynced(self) -> bool:
-        """Is a message newer than the last fsync still in memory only (no lock: a deque's
-        last item is read atomically)? The common case under load; else see _needs_fsync."""
-        durable = self._durable_seq
-        for hot in self._hot:
-            try:
-                if hot and hot[-1].seq > durable:
-                    return True
-            except IndexError:  # emptied meanwhile
-                pass
-        return False
-
     def _maintain(self, closing: bool) -> None:
         # Spill in passes of at most _SPILL_PASS messages until what should be spilled is.
         for _ in range(100):
@@ -355,7 +131,8 @@ class Writer:
                 break
         if self._pending_delete or self._pending_dead:
             self._flush_pending()
-        if self._backend.journal_size() > self._rotate_bytes and not closing:
+        if (self._journal_suspect or self._backend.journal_size() > self._rotate_bytes) \
+                and not closing:
             self._rotate()
         mono = self._clock.monotonic()
         if mono - self._last_clock_save >= 5.0 and self._state == "open":
@@ -456,4 +233,6 @@ class Writer:
                 with self._gens_lock:
                     self._gens.clear()
                     self._gen_seen = -1
-            self._durable_seq = max(self._durable_seq, self._last_seq)
+                    # the new segment holds every live message and was synced
+                    self._journal_suspect = False
+            self._advance_durable(self._last_seq)

@@ -415,14 +415,32 @@ def item_diskbytes(a: dict[str, Any]) -> dict[str, Any]:
     steady online operation: a warm client publishes at a fixed rate (or flat out),
     everything is acked and flushed, and the writer gets a second to finish."""
     timeout = a.get("timeout", 120)
+    results: dict[str, Any] = {}
+    direct = [r for r in a["runs"] if len(r) == 2 or not r[2]]
+    far = [r for r in a["runs"] if len(r) > 2 and r[2]]
+    _diskbytes_runs(a["url"], direct, results, timeout, "")
+    # a broker far away (4G): a FaultProxy in this process delays each direction by
+    # half the round trip, so acknowledgements come back after the sync is due
+    from fieldmq.testing import FaultProxy
+
+    host, port = a["url"].rsplit("/", 1)[1].split(":")
+    for rate, count, rtt in far:
+        with FaultProxy((host, int(port))) as proxy:
+            proxy.latency(rtt / 2)
+            _diskbytes_runs(proxy.url, [(rate, count)], results, timeout,
+                            f", broker {rtt} ms away")
+    return {"runs": results, "payload_bytes": len(PAYLOAD)}
+
+
+def _diskbytes_runs(url: str, runs: list[Any], results: dict[str, Any], timeout: float,
+                    tag: str) -> None:
     d, store = tmp_store("disk")
     try:
-        client = make_client(a["url"], store)
+        client = make_client(url, store)
         if not client.wait_connected(10):
             raise RuntimeError("fieldmq did not connect")
         publish = client.publish
-        results = {}
-        for rate, count in a["runs"]:
+        for rate, count, *_ in runs:
             h = None
             for _ in range(2000):  # warm up: files exist, pages allocated
                 h = publish(TOPIC, PAYLOAD, qos=1)
@@ -446,7 +464,7 @@ def item_diskbytes(a: dict[str, Any]) -> dict[str, Any]:
             io1 = proc_io()
             wb = io1["write_bytes"] - io0["write_bytes"]
             cancelled = io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"]
-            key = f"{rate}/s" if rate else "full_speed"
+            key = (f"{rate}/s" if rate else "full_speed") + tag
             results[key] = {
                 "count": count, "achieved_msgs_per_s": round(count / elapsed),
                 "write_bytes_per_msg": round(wb / count, 1),
@@ -457,7 +475,6 @@ def item_diskbytes(a: dict[str, Any]) -> dict[str, Any]:
             }
             log(f"{key}: {results[key]}")
         client.close()
-        return {"runs": results, "payload_bytes": len(PAYLOAD)}
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -61,7 +61,9 @@ class Durability:
         self._helper: SyncHelper | None = None
         self._gens: deque[tuple[int, int]] = deque()  # (sync needed, first seq)
         self._gens_lock = threading.Lock()
-        self._gen_seen = -1
+        self._need_seen = -1  # the sync the last recorded write needs (-1: none yet)
+        self._min_need: int | None = None  # after a cancel: writes need at least this
+        self._cancelled = -1
         self._lags: deque[int] = deque(maxlen=1024)  # thread-mode sync lags (us)
         self._journal_suspect = False  # an fdatasync failed: rewrite before trusting it
         self._retired: list[SyncHelper] = []  # helpers gone; sockets closed with the store
@@ -78,7 +80,9 @@ class Durability:
             while True:
                 helper = self._helper
                 if helper is not None:  # sync now, and answer when done
-                    helper.kick(helper.started(), time.monotonic_ns(), urgent=True)
+                    with self._lock:
+                        need = self._need_for(helper.started())
+                    helper.kick((need - 1) & 0xFFFFFFFF, time.monotonic_ns(), urgent=True)
                 else:
                     self._urgent.set()
                     self._wake.set()
@@ -119,18 +123,55 @@ class Durability:
     def _track_durable(self, first_seq: int) -> None:
         """Writer side of the helper protocol, right after messages from ``first_seq``
         were written to the journal and before ``_last_seq`` covers them (caller holds
-        the lock): the first write that sees a new ``STARTED`` value records which sync
-        it needs and kicks the helper."""
+        the lock): the first write that needs a new sync records it and kicks the
+        helper. A write that read ``STARTED = g`` needs sync g + 1, or later after a
+        cancel (see ``_maybe_cancel``)."""
         helper = self._helper
         if helper is None:
             return
-        gen = helper.started()
-        if gen != self._gen_seen:
-            self._gens.append(((gen + 1) & 0xFFFFFFFF, first_seq))
+        need = self._need_for(helper.started())
+        if need != self._need_seen:
+            self._gens.append((need, first_seq))
             if len(self._gens) > 64:  # nobody asked lately: forget what is synced
                 self._refresh_durable()
             # if the kick cannot go now, the next write sends it
-            self._gen_seen = gen if helper.kick(gen, time.monotonic_ns()) else -1
+            ok = helper.kick((need - 1) & 0xFFFFFFFF, time.monotonic_ns())
+            self._need_seen = need if ok else -1
+
+    def _need_for(self, started: int) -> int:
+        need = (started + 1) & 0xFFFFFFFF
+        floor = self._min_need
+        if floor is not None:
+            if behind(need, floor):
+                return floor
+            self._min_need = None  # the syncs caught up with it
+        return need
+
+    def _maybe_cancel(self) -> None:
+        """After acknowledgements (caller holds the lock): when every message written so
+        far is acknowledged (or in the SQLite backlog, synced there), the pending sync
+        would make nothing power-safe; tell the helper to skip it. At low rates with a
+        nearby broker that spares an SD card a page write per message, as the fsync
+        thread does. Writes from now on need the sync after it, so a skip never covers
+        a write it did not see (kicks and the cancel leave in order, under the lock)."""
+        helper = self._helper
+        gens = self._gens
+        if helper is None or not gens or self._retry or len(self._inflight) > 16:
+            return
+        need = gens[-1][0]  # every write so far needs this sync at most
+        if need == self._cancelled:
+            return
+        low = self._durable_seq
+        for hot in self._hot:
+            if hot and hot[-1].seq > low:
+                return  # queued, not yet sent
+        for e in self._inflight.values():
+            if e.seq > low and not e.in_db:
+                return  # sent, not yet acknowledged
+        if helper.cancel(need):
+            self._cancelled = need
+            self._min_need = (need + 1) & 0xFFFFFFFF
+            self._need_seen = -1
 
     def _refresh_durable(self) -> None:
         """Move ``_durable_seq`` up to what the helper's finished syncs cover. Under

@@ -17,11 +17,14 @@ Protocol (see ``synchelper.py`` for the client side):
   also indexes the ring), then a ring of ``RING`` per-sync lags in microseconds: from
   the oldest write the sync covered (stamped by the client right after that write)
   to the end of the ``fdatasync``.
-* Frames on a ``SOCK_SEQPACKET`` socket, client to helper: ``K`` kick (u32 the
-  ``STARTED`` value the writer saw after its write, u64 monotonic ns of the write),
+* Frames on a ``SOCK_SEQPACKET`` socket, client to helper: ``K`` kick (u32 g: the write
+  needs sync g + 1, g being the ``STARTED`` value the writer saw after its write, or
+  higher after a cancel; u64 monotonic ns of the write),
   ``U`` the same, urgent (sync now, and answer ``D`` when a sync begun after it ended),
-  ``F`` a new journal segment (u32 its number, the fd attached; answered through
-  ``SEGMENT``), ``Q`` quit. Helper to client: ``R`` ready, ``D`` a sync ended.
+  ``C`` cancel (u32 a sync number: if it has not begun, skip it: every write it would
+  cover is acknowledged; counted in ``SKIPPED``), ``F`` a new journal segment (u32 its
+  number, the fd attached; answered through ``SEGMENT``), ``Q`` quit.
+  Helper to client: ``R`` ready, ``D`` a sync ended.
   End of file on the socket means the client is gone: the helper exits. Exit code 3:
   ``fdatasync`` failed (the client then rewrites the journal from memory into a new
   segment: Linux may have dropped the pages that failed); 4: a segment without its fd.
@@ -39,7 +42,7 @@ import struct
 import sys
 import time
 
-STARTED, DONE, SEGMENT, SYNCS = 0, 1, 2, 3
+STARTED, DONE, SEGMENT, SYNCS, SKIPPED = 0, 1, 2, 3, 4
 EXIT_SYNC_FAILED = 3  # fdatasync failed: the journal may have lost pages (see writer.py)
 EXIT_NO_FD = 4  # a new segment came without its descriptor
 HEADER_WORDS = 8
@@ -113,6 +116,18 @@ def main(argv: list[str]) -> int:
                     oldest = stamp
                 if op == b"U":
                     urgent = reply = True
+            elif op == b"C":
+                if gen == (started + 1) & MASK:
+                    # not begun, and every write it would cover is acknowledged: skip it
+                    # (writes after the cancel need the next one; they come after it)
+                    started = gen
+                    words[STARTED] = started
+                    words[DONE] = started
+                    oldest, urgent = 0, False
+                    words[SKIPPED] = (words[SKIPPED] + 1) & MASK
+                    if reply:
+                        reply = False
+                        _send(sock, b"D")
             elif op == b"F":
                 if not fds:
                     return EXIT_NO_FD  # never sync the old segment as if it were the new

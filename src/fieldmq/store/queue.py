@@ -476,6 +476,8 @@ class DurableQueue(Writer, Eviction):
                     self._backend.append(b"".join(chunks))
                 except StoreError as exc:  # an ack record lost only means a resend
                     self._last_error = str(exc)
+                if self._helper is not None:
+                    self._maybe_cancel()
                 if not self._dirty:
                     self._dirty = True
                     self._dirty_since = self._clock.monotonic()

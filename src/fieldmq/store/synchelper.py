@@ -153,6 +153,15 @@ class SyncHelper:
             self.dead = True
             return False
 
+    def cancel(self, need: int) -> bool:
+        """Sync ``need`` is not needed (every write it would cover is acknowledged):
+        skip it if it has not begun. False if the frame could not be sent now."""
+        try:
+            self._sock.send(_FRAME.pack(b"C", need, 0), socket.MSG_DONTWAIT)
+            return True
+        except OSError:
+            return False
+
     def switch(self, journal_fd: int, segment: int, timeout: float = 5.0) -> bool:
         """Hand the helper the new journal segment and wait until it uses it (syncs
         begun from then on cover writes to the new segment). False on failure."""

@@ -232,7 +232,7 @@ class Writer(Durability):
                     helper.switch(fd, segment)  # on failure the helper is killed
                 with self._gens_lock:
                     self._gens.clear()
-                    self._gen_seen = -1
+                    self._need_seen = -1
                     # the new segment holds every live message and was synced
                     self._journal_suspect = False
             self._advance_durable(self._last_seq)

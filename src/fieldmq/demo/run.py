@@ -125,6 +125,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> DemoResult:
         check_port(cfg.host, cfg.port)  # a clear error before anything starts
     run_length = cfg.duration if cfg.duration is not None else 7 * 86400.0
     protocol: Literal[4, 5] = 5 if _protocol(cfg) == 5 else 4
+    from ..backoff import Backoff
     from ..client.client import Client
 
     db = data / "fleet.duckdb"
@@ -134,8 +135,11 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> DemoResult:
 
     def start_consumers(url: str) -> None:
         """Before the first device boots: ingest and the dashboard subscribe."""
+        # back within a second of the broker (the default backoff may wait up to 30 s
+        # after a 20 s outage: the ingest then trailed the fleet at the end of a short run)
         client = Client(client_id="demo-ingest", brokers=[url], protocol=protocol,
-                        ack="manual", persistent_session=True, receive_maximum=1000)
+                        ack="manual", persistent_session=True, receive_maximum=1000,
+                        backoff=Backoff(initial=0.2, maximum=1.0))
         parts["client"] = client
         ingestor = Ingestor(sink=sink, client=client, config=IngestConfig(group="fleet"))
         parts["ingestor"] = ingestor

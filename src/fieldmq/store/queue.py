@@ -101,6 +101,7 @@ class DurableQueue(Writer, Eviction):
         self._handles = SpilledHandles()
         self._pending_delete: list[tuple[int, int]] = []  # (seq, backlog row)
         self._pending_dead: list[tuple[Entry, str]] = []
+        self._dead_writing = 0  # dead letters the writer thread is storing right now
         self._count = 0
         self._bytes = 0
         self._published = 0
@@ -583,10 +584,6 @@ class DurableQueue(Writer, Eviction):
     def sendable(self) -> int:
         """Messages waiting to be sent (not in flight)."""
         return self._count - len(self._inflight)
-
-    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
-        with self._lock:
-            return self._backend.dead_letters(limit)
 
     @property
     def next_seq(self) -> int:

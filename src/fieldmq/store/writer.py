@@ -61,6 +61,7 @@ class Writer(Durability):
     _handles: SpilledHandles
     _pending_delete: list[tuple[int, int]]
     _pending_dead: list[tuple[Entry, str]]
+    _dead_writing: int
     _next_seq: int
     _last_seq: int
     _last_clock_save: float
@@ -194,6 +195,7 @@ class Writer(Durability):
         with self._lock:
             deletes, self._pending_delete = self._pending_delete, []
             dead, self._pending_dead = self._pending_dead, []
+            self._dead_writing += len(dead)
         try:
             if dead:
                 self._backend.dead_letter(dead)
@@ -204,6 +206,20 @@ class Writer(Durability):
                 self._pending_delete[:0] = deletes
                 self._pending_dead[:0] = dead
             raise
+        finally:
+            with self._lock:
+                self._dead_writing -= len(dead)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
+        """The dead letters, including those the writer thread has yet to store (a
+        message refused a moment ago is listed, waiting up to 5 s for the write)."""
+        with self._lock:
+            if (self._pending_dead or self._dead_writing) and self._state == "open":
+                self._maint_wake.set()
+                self._room.wait_for(
+                    lambda: not (self._pending_dead or self._dead_writing)
+                    or self._state != "open", 5.0)
+            return self._backend.dead_letters(limit)
 
     def _rotate(self) -> None:
         # offline, what waits goes to the backlog rather than be copied to the new journal;

@@ -63,6 +63,15 @@ def _open(path: Path, **kw: object) -> DurableQueue:
     return DurableQueue(SQLiteBackend(path), **kw).open()  # type: ignore[arg-type]
 
 
+def _pending_after_reopen(path: Path) -> int:
+    """Messages a fresh open of the store recovers (then closed again)."""
+    q = _open(path)
+    try:
+        return q.pending_count()
+    finally:
+        q.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -169,11 +178,7 @@ def test_helper_killed_falls_back_to_thread_and_loses_nothing(tmp_path: Path) ->
     assert all(h.durable for h in first + later)
     assert q.stats()["fsync_lag_ms"] is not None
     q.close()
-    q2 = _open(tmp_path / "s.db")
-    try:
-        assert q2.pending_count() == 1000
-    finally:
-        q2.close()
+    assert _pending_after_reopen(tmp_path / "s.db") == 1000
 
 
 def test_helper_ignores_ctrl_c(tmp_path: Path) -> None:
@@ -302,11 +307,7 @@ def test_failed_fdatasync_is_not_papered_over(
         assert any("Input/output error" in r.getMessage() for r in caplog.records)
     finally:
         q.close()
-    q2 = _open(tmp_path / "s.db")
-    try:
-        assert q2.pending_count() == 2
-    finally:
-        q2.close()
+    assert _pending_after_reopen(tmp_path / "s.db") == 2
 
 
 def _syncs(q: DurableQueue) -> int:
